@@ -1,0 +1,693 @@
+//! Configuration: what the operator wrote (`RawConfig`, serde, unknown keys refused) and the
+//! resolved, validated form the rest of the program uses (`Config`).
+//!
+//! Owns: parsing the TOML file, defaults, path resolution, checks that make a config usable
+//! (safe lender and environment names, at least one division per lender, unique ids), and the
+//! platform lookup tables. Must not: touch the data directory or the store, or ever print a secret
+//! (`Secret` redacts itself in `Debug`).
+
+use serde::Deserialize;
+use std::collections::BTreeSet;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// The example configuration, embedded so that `bulkload serve` runs with no file at all.
+pub const EXAMPLE_CONFIG: &str = include_str!("../config.example.toml");
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config {origin}: {message}")]
+    Parse { origin: String, message: String },
+    #[error("config {origin}: {message}")]
+    Invalid { origin: String, message: String },
+}
+
+/// A value that must never reach a log line or an error message.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// What the operator writes.
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default = "default_data_dir")]
+    data_dir: PathBuf,
+    #[serde(default = "default_environments")]
+    environments: Vec<String>,
+    #[serde(default)]
+    schedule: RawSchedule,
+    #[serde(default)]
+    sftp: RawSftp,
+    #[serde(default)]
+    limits: RawLimits,
+    #[serde(default)]
+    store: RawStore,
+    #[serde(default)]
+    lenders: Vec<RawLender>,
+    #[serde(default)]
+    lookups: RawLookups,
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("./data")
+}
+fn default_environments() -> Vec<String> {
+    vec!["sandbox".into(), "production".into()]
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSchedule {
+    #[serde(default = "default_cron")]
+    cron: String,
+    #[serde(default = "default_settle")]
+    settle_seconds: u64,
+    #[serde(default)]
+    on_upload: bool,
+    #[serde(default = "default_debounce")]
+    on_upload_delay_seconds: u64,
+}
+impl Default for RawSchedule {
+    fn default() -> Self {
+        RawSchedule {
+            cron: default_cron(),
+            settle_seconds: default_settle(),
+            on_upload: false,
+            on_upload_delay_seconds: default_debounce(),
+        }
+    }
+}
+fn default_cron() -> String {
+    "0 0 * * * *".into()
+}
+fn default_settle() -> u64 {
+    30
+}
+fn default_debounce() -> u64 {
+    5
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSftp {
+    #[serde(default = "default_listen")]
+    listen: String,
+    #[serde(default)]
+    host_key: Option<PathBuf>,
+    #[serde(default = "default_max_file_bytes")]
+    max_file_bytes: u64,
+    #[serde(default = "default_max_sessions")]
+    max_sessions_per_lender: usize,
+    #[serde(default = "default_idle")]
+    idle_timeout_seconds: u64,
+    #[serde(default = "default_max_failures")]
+    max_login_failures: u32,
+    #[serde(default = "default_ban_window")]
+    login_failure_window_seconds: u64,
+    #[serde(default = "default_ban")]
+    ban_seconds: u64,
+}
+impl Default for RawSftp {
+    fn default() -> Self {
+        RawSftp {
+            listen: default_listen(),
+            host_key: None,
+            max_file_bytes: default_max_file_bytes(),
+            max_sessions_per_lender: default_max_sessions(),
+            idle_timeout_seconds: default_idle(),
+            max_login_failures: default_max_failures(),
+            login_failure_window_seconds: default_ban_window(),
+            ban_seconds: default_ban(),
+        }
+    }
+}
+fn default_listen() -> String {
+    "127.0.0.1:2222".into()
+}
+fn default_max_file_bytes() -> u64 {
+    4 << 30
+}
+fn default_max_sessions() -> usize {
+    8
+}
+fn default_idle() -> u64 {
+    600
+}
+fn default_max_failures() -> u32 {
+    10
+}
+fn default_ban_window() -> u64 {
+    300
+}
+fn default_ban() -> u64 {
+    900
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    #[serde(default = "default_max_file_bytes")]
+    max_file_bytes: u64,
+    #[serde(default = "default_max_record_bytes")]
+    max_record_bytes: u64,
+    #[serde(default = "default_max_records")]
+    max_records: u64,
+}
+impl Default for RawLimits {
+    fn default() -> Self {
+        RawLimits {
+            max_file_bytes: default_max_file_bytes(),
+            max_record_bytes: default_max_record_bytes(),
+            max_records: default_max_records(),
+        }
+    }
+}
+fn default_max_record_bytes() -> u64 {
+    1 << 20
+}
+fn default_max_records() -> u64 {
+    50_000_000
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStore {
+    #[serde(default = "default_sync")]
+    synchronous: String,
+    #[serde(default = "default_cache_mib")]
+    cache_mib: u64,
+}
+impl Default for RawStore {
+    fn default() -> Self {
+        RawStore {
+            synchronous: default_sync(),
+            cache_mib: default_cache_mib(),
+        }
+    }
+}
+fn default_sync() -> String {
+    "full".into()
+}
+fn default_cache_mib() -> u64 {
+    64
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLender {
+    id: String,
+    #[serde(default)]
+    password_hash: Option<Secret>,
+    #[serde(default)]
+    authorized_keys: Option<PathBuf>,
+    #[serde(default)]
+    divisions: Vec<RawDivision>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDivision {
+    thread_id: String,
+    system_name: String,
+    editable_name: String,
+    #[serde(default)]
+    positions: Vec<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLookups {
+    loan_purposes: Option<Vec<LookupEntry>>,
+    loan_occupancies: Option<Vec<LookupEntry>>,
+    loan_statuses: Option<Vec<LookupEntry>>,
+    loan_types: Option<Vec<LookupEntry>>,
+    agencies: Option<Vec<LookupEntry>>,
+    structure_types: Option<Vec<LookupEntry>>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// The resolved form.
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct LookupEntry {
+    pub id: i64,
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Synchronous {
+    Normal,
+    Full,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub environments: Vec<String>,
+    pub schedule: Schedule,
+    pub sftp: Sftp,
+    pub limits: Limits,
+    pub store: StoreConfig,
+    pub lenders: Vec<Lender>,
+    pub lookups: Lookups,
+}
+
+#[derive(Debug, Clone)]
+pub struct Schedule {
+    pub cron: String,
+    pub settle_seconds: u64,
+    pub on_upload: bool,
+    pub on_upload_delay_seconds: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Sftp {
+    pub listen: String,
+    /// Path of the OpenSSH private host key; generated on first start when missing.
+    pub host_key: PathBuf,
+    pub max_file_bytes: u64,
+    pub max_sessions_per_lender: usize,
+    pub idle_timeout_seconds: u64,
+    pub max_login_failures: u32,
+    pub login_failure_window_seconds: u64,
+    pub ban_seconds: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_file_bytes: u64,
+    pub max_record_bytes: u64,
+    pub max_records: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        let r = RawLimits::default();
+        Limits {
+            max_file_bytes: r.max_file_bytes,
+            max_record_bytes: r.max_record_bytes,
+            max_records: r.max_records,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct StoreConfig {
+    pub synchronous: Synchronous,
+    pub cache_mib: u64,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            synchronous: Synchronous::Full,
+            cache_mib: default_cache_mib(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Lender {
+    pub id: String,
+    pub password_hash: Option<Secret>,
+    pub authorized_keys: Option<PathBuf>,
+    pub divisions: Vec<Division>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Division {
+    /// Lower-case, 32 hexadecimal characters.
+    pub thread_id: String,
+    pub system_name: String,
+    pub editable_name: String,
+    pub positions: Vec<String>,
+}
+
+impl Lender {
+    /// The division whose thread id equals `id` (ignoring case).
+    pub fn division(&self, id: &str) -> Option<&Division> {
+        self.divisions
+            .iter()
+            .find(|d| d.thread_id.eq_ignore_ascii_case(id))
+    }
+}
+
+/// Platform-wide reference tables, named as their lookup files are.
+#[derive(Debug, Clone)]
+pub struct Lookups {
+    pub loan_purposes: Vec<LookupEntry>,
+    pub loan_occupancies: Vec<LookupEntry>,
+    pub loan_statuses: Vec<LookupEntry>,
+    pub loan_types: Vec<LookupEntry>,
+    pub agencies: Vec<LookupEntry>,
+    pub structure_types: Vec<LookupEntry>,
+}
+
+fn entries(list: &[(i64, &str)]) -> Vec<LookupEntry> {
+    list.iter()
+        .map(|(id, name)| LookupEntry {
+            id: *id,
+            name: (*name).to_string(),
+        })
+        .collect()
+}
+
+impl Default for Lookups {
+    fn default() -> Self {
+        Lookups {
+            loan_purposes: entries(&[
+                (1, "Purchase"),
+                (2, "Refinance"),
+                (3, "Construction"),
+                (4, "Renovation"),
+            ]),
+            loan_occupancies: entries(&[
+                (1, "Primary Residence"),
+                (2, "Second Home"),
+                (3, "Investment Property"),
+            ]),
+            loan_statuses: entries(&[
+                (0, "Pending"),
+                (1, "Active"),
+                (2, "Funded"),
+                (3, "Closed"),
+                (4, "Cancelled"),
+            ]),
+            loan_types: entries(&[
+                (1, "Conventional"),
+                (2, "FHA"),
+                (3, "VA"),
+                (4, "USDA"),
+                (5, "Jumbo"),
+            ]),
+            agencies: entries(&[(1, "Fannie Mae"), (2, "Freddie Mac"), (3, "Ginnie Mae")]),
+            structure_types: entries(&[
+                (1, "Single Family"),
+                (2, "Condominium"),
+                (3, "Townhouse"),
+                (4, "Multi-Family"),
+                (5, "Manufactured"),
+            ]),
+        }
+    }
+}
+
+impl Lookups {
+    /// The platform tables with their lookup-file names, in a fixed order.
+    pub fn tables(&self) -> [(&'static str, &[LookupEntry]); 6] {
+        [
+            ("loan_purposes", &self.loan_purposes),
+            ("loan_occupancies", &self.loan_occupancies),
+            ("loan_statuses", &self.loan_statuses),
+            ("loan_types", &self.loan_types),
+            ("agencies", &self.agencies),
+            ("structure_types", &self.structure_types),
+        ]
+    }
+}
+
+/// A folder-safe name: 1 to 64 of ASCII letters, digits, `_` and `-`, not starting with `-`.
+pub fn is_safe_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && !s.starts_with('-')
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+impl Config {
+    /// Reads and validates a config file; relative paths in it resolve against its folder.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let base = path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        Self::parse(&text, &path.display().to_string(), &base)
+    }
+
+    /// The embedded example configuration; relative paths resolve against the working folder.
+    pub fn embedded() -> Result<Config, ConfigError> {
+        Self::parse(
+            EXAMPLE_CONFIG,
+            "<embedded config.example.toml>",
+            Path::new("."),
+        )
+    }
+
+    pub fn parse(text: &str, origin: &str, base: &Path) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            origin: origin.to_string(),
+            message: e.to_string(),
+        })?;
+        let invalid = |message: String| ConfigError::Invalid {
+            origin: origin.to_string(),
+            message,
+        };
+        let resolve = |p: &Path| {
+            if p.is_absolute() || base.as_os_str().is_empty() {
+                p.to_path_buf()
+            } else {
+                base.join(p)
+            }
+        };
+
+        if raw.environments.is_empty() {
+            return Err(invalid(
+                "`environments` must name at least one environment".into(),
+            ));
+        }
+        let mut seen = BTreeSet::new();
+        for env in &raw.environments {
+            if !is_safe_name(env) {
+                return Err(invalid(format!(
+                    "environment {env:?} is not a safe folder name (letters, digits, '_' and '-', at most 64)"
+                )));
+            }
+            if !seen.insert(env.clone()) {
+                return Err(invalid(format!("environment {env:?} is listed twice")));
+            }
+        }
+
+        let synchronous = match raw.store.synchronous.to_ascii_lowercase().as_str() {
+            "full" => Synchronous::Full,
+            "normal" => Synchronous::Normal,
+            other => {
+                return Err(invalid(format!(
+                    "[store] synchronous = {other:?}: expected \"full\" or \"normal\""
+                )))
+            }
+        };
+        if raw.limits.max_record_bytes < 1024 {
+            return Err(invalid(
+                "[limits] max_record_bytes must be at least 1024".into(),
+            ));
+        }
+        if raw.sftp.max_sessions_per_lender == 0 {
+            return Err(invalid(
+                "[sftp] max_sessions_per_lender must be at least 1".into(),
+            ));
+        }
+
+        let mut lender_ids = BTreeSet::new();
+        let mut lenders = Vec::new();
+        for l in raw.lenders {
+            if !is_safe_name(&l.id) {
+                return Err(invalid(format!(
+                    "lender id {:?} is not a safe folder name (letters, digits, '_' and '-', at most 64)",
+                    l.id
+                )));
+            }
+            if !lender_ids.insert(l.id.clone()) {
+                return Err(invalid(format!("lender {:?} is listed twice", l.id)));
+            }
+            if l.divisions.is_empty() {
+                return Err(invalid(format!(
+                    "lender {:?} has no [[lenders.divisions]]; every lender needs at least one",
+                    l.id
+                )));
+            }
+            let mut division_ids = BTreeSet::new();
+            let mut divisions = Vec::new();
+            for d in l.divisions {
+                let tid = d.thread_id.to_ascii_lowercase();
+                if tid.len() != 32 || !tid.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    return Err(invalid(format!(
+                        "lender {:?}: division thread_id {:?} must be 32 hexadecimal characters",
+                        l.id, d.thread_id
+                    )));
+                }
+                if !division_ids.insert(tid.clone()) {
+                    return Err(invalid(format!(
+                        "lender {:?}: division {:?} is listed twice",
+                        l.id, d.thread_id
+                    )));
+                }
+                let check_len = |what: &str, v: &str, max: usize| {
+                    if v.trim().is_empty() || v.chars().count() > max {
+                        Err(invalid(format!(
+                            "lender {:?}: division {what} {v:?} must be 1 to {max} characters",
+                            l.id
+                        )))
+                    } else {
+                        Ok(())
+                    }
+                };
+                check_len("system_name", &d.system_name, 64)?;
+                check_len("editable_name", &d.editable_name, 200)?;
+                for p in &d.positions {
+                    check_len("position", p, 50)?;
+                }
+                divisions.push(Division {
+                    thread_id: tid,
+                    system_name: d.system_name,
+                    editable_name: d.editable_name,
+                    positions: d.positions,
+                });
+            }
+            if let Some(h) = &l.password_hash {
+                if !h.expose().starts_with("$argon2") {
+                    return Err(invalid(format!(
+                        "lender {:?}: password_hash is not an argon2 PHC string (make one with `bulkload passwd`)",
+                        l.id
+                    )));
+                }
+            }
+            lenders.push(Lender {
+                id: l.id,
+                password_hash: l.password_hash,
+                authorized_keys: l.authorized_keys.as_deref().map(resolve),
+                divisions,
+            });
+        }
+
+        let defaults = Lookups::default();
+        let lookups = Lookups {
+            loan_purposes: raw.lookups.loan_purposes.unwrap_or(defaults.loan_purposes),
+            loan_occupancies: raw
+                .lookups
+                .loan_occupancies
+                .unwrap_or(defaults.loan_occupancies),
+            loan_statuses: raw.lookups.loan_statuses.unwrap_or(defaults.loan_statuses),
+            loan_types: raw.lookups.loan_types.unwrap_or(defaults.loan_types),
+            agencies: raw.lookups.agencies.unwrap_or(defaults.agencies),
+            structure_types: raw
+                .lookups
+                .structure_types
+                .unwrap_or(defaults.structure_types),
+        };
+        for (name, table) in lookups.tables() {
+            let mut ids = BTreeSet::new();
+            for e in table {
+                if !ids.insert(e.id) {
+                    return Err(invalid(format!(
+                        "[lookups] {name}: id {} is listed twice",
+                        e.id
+                    )));
+                }
+            }
+        }
+
+        let data_dir = resolve(&raw.data_dir);
+        let host_key = raw
+            .sftp
+            .host_key
+            .as_deref()
+            .map(resolve)
+            .unwrap_or_else(|| data_dir.join("host_key"));
+        Ok(Config {
+            data_dir,
+            environments: raw.environments,
+            schedule: Schedule {
+                cron: raw.schedule.cron,
+                settle_seconds: raw.schedule.settle_seconds,
+                on_upload: raw.schedule.on_upload,
+                on_upload_delay_seconds: raw.schedule.on_upload_delay_seconds,
+            },
+            sftp: Sftp {
+                listen: raw.sftp.listen,
+                host_key,
+                max_file_bytes: raw.sftp.max_file_bytes,
+                max_sessions_per_lender: raw.sftp.max_sessions_per_lender,
+                idle_timeout_seconds: raw.sftp.idle_timeout_seconds,
+                max_login_failures: raw.sftp.max_login_failures,
+                login_failure_window_seconds: raw.sftp.login_failure_window_seconds,
+                ban_seconds: raw.sftp.ban_seconds,
+            },
+            limits: Limits {
+                max_file_bytes: raw.limits.max_file_bytes,
+                max_record_bytes: raw.limits.max_record_bytes,
+                max_records: raw.limits.max_records,
+            },
+            store: StoreConfig {
+                synchronous,
+                cache_mib: raw.store.cache_mib,
+            },
+            lenders,
+            lookups,
+        })
+    }
+
+    pub fn lender(&self, id: &str) -> Option<&Lender> {
+        self.lenders.iter().find(|l| l.id == id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_config_parses() {
+        let c = Config::embedded().unwrap();
+        assert_eq!(c.environments, vec!["sandbox", "production"]);
+        assert_eq!(c.lenders[0].id, "demo");
+        assert_eq!(c.schedule.cron, "0 0 * * * *");
+    }
+
+    #[test]
+    fn unknown_key_is_refused() {
+        let e = Config::parse("data_dirr = \"x\"", "t", Path::new("")).unwrap_err();
+        assert!(e.to_string().contains("unknown field"), "{e}");
+    }
+
+    #[test]
+    fn unsafe_lender_id_is_refused() {
+        let text = "[[lenders]]\nid = \"../x\"\n[[lenders.divisions]]\nthread_id = \"0123456789abcdef0123456789abcdef\"\nsystem_name = \"a\"\neditable_name = \"A\"\n";
+        let e = Config::parse(text, "t", Path::new("")).unwrap_err();
+        assert!(e.to_string().contains("not a safe folder name"), "{e}");
+    }
+
+    #[test]
+    fn secret_debug_is_redacted() {
+        let s = Secret::new("hunter2");
+        assert!(!format!("{s:?}").contains("hunter2"));
+    }
+}

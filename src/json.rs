@@ -1,0 +1,419 @@
+//! JSON input: streams the elements of a top-level array from any reader, in constant memory.
+//!
+//! Owns: encoding detection (UTF-8 with or without BOM; UTF-16/32 refused by name), the blank-file
+//! test, the streaming array visitor, the per-record and per-file bounds, and `Json`, a value type
+//! that keeps an object's members in order *including repeated names* (serde_json's `Value` would
+//! silently keep the last one). File-level problems come back as `FileError` with line and column.
+//! Must not: know about record types or the store.
+
+use serde::de::{self, Deserialize, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use std::cell::Cell;
+use std::fmt;
+use std::io::{self, BufRead, BufReader, Read};
+use std::rc::Rc;
+
+/// A parsed JSON value with object members in source order, repeats kept.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Json {
+    Null,
+    Bool(bool),
+    Number(serde_json::Number),
+    String(String),
+    Array(Vec<Json>),
+    Object(Vec<(String, Json)>),
+}
+
+struct JsonVisitor;
+
+impl<'de> Visitor<'de> for JsonVisitor {
+    type Value = Json;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_unit<E>(self) -> Result<Json, E> {
+        Ok(Json::Null)
+    }
+    fn visit_none<E>(self) -> Result<Json, E> {
+        Ok(Json::Null)
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Json, E> {
+        Ok(Json::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Json, E> {
+        Ok(Json::Number(v.into()))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Json, E> {
+        Ok(Json::Number(v.into()))
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Json, E> {
+        serde_json::Number::from_f64(v)
+            .map(Json::Number)
+            .ok_or_else(|| E::custom("number out of range"))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Json, E> {
+        Ok(Json::String(v.to_string()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Json, E> {
+        Ok(Json::String(v))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Json, A::Error> {
+        let mut v = Vec::new();
+        while let Some(e) = seq.next_element()? {
+            v.push(e);
+        }
+        Ok(Json::Array(v))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Json, A::Error> {
+        let mut v = Vec::new();
+        while let Some((k, e)) = map.next_entry::<String, Json>()? {
+            v.push((k, e));
+        }
+        Ok(Json::Object(v))
+    }
+}
+
+impl<'de> Deserialize<'de> for Json {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Json, D::Error> {
+        d.deserialize_any(JsonVisitor)
+    }
+}
+
+/// Parses one complete JSON text (tests, small inputs).
+pub fn parse_one(text: &str) -> Result<Json, serde_json::Error> {
+    serde_json::from_str(text)
+}
+
+/// Why a whole file was refused. The message is what the result file's `ErrorMessage` says.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum FileError {
+    #[error("The file is {0}; pickup files must be UTF-8 JSON.")]
+    Encoding(String),
+    #[error("The file is not a well-formed JSON array: {0}.")]
+    Malformed(String),
+    #[error("The file ends before its JSON array is complete (truncated?): {0}.")]
+    Truncated(String),
+    #[error("Record {index} is larger than the limit of {limit} bytes; nothing in this file was applied.")]
+    RecordTooLarge { index: u64, limit: u64 },
+    #[error("The file holds more than {limit} records; nothing in this file was applied. Split it into smaller files.")]
+    TooManyRecords { limit: u64 },
+    #[error("Reading the file failed: {0}.")]
+    Io(String),
+}
+
+/// Bounds on one file.
+#[derive(Debug, Clone, Copy)]
+pub struct Bounds {
+    pub max_record_bytes: u64,
+    pub max_records: u64,
+}
+
+/// Shared between the reader and the visitor: bytes consumed so far and where the current
+/// element started, so the reader can refuse a record that outgrows its bound.
+#[derive(Default)]
+struct Position {
+    consumed: Cell<u64>,
+    element_start: Cell<u64>,
+    element: Cell<u64>,
+    in_element: Cell<bool>,
+}
+
+const RECORD_TOO_LARGE: &str = "bulkload: record too large";
+
+struct BoundedReader<R> {
+    inner: R,
+    pos: Rc<Position>,
+    max_record: u64,
+}
+
+impl<R: Read> Read for BoundedReader<R> {
+    #[inline]
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        let p = &self.pos;
+        let c = p.consumed.get() + n as u64;
+        p.consumed.set(c);
+        if p.in_element.get() && c.saturating_sub(p.element_start.get()) > self.max_record {
+            return Err(io::Error::other(RECORD_TOO_LARGE));
+        }
+        Ok(n)
+    }
+}
+
+/// Looks at the first bytes: skips a UTF-8 BOM, refuses UTF-16/UTF-32 by name.
+fn sniff<R: BufRead>(r: &mut R) -> Result<(), FileError> {
+    let head = r.fill_buf().map_err(|e| FileError::Io(e.to_string()))?;
+    let named = |s: &str| Err(FileError::Encoding(s.to_string()));
+    if head.starts_with(&[0xEF, 0xBB, 0xBF]) {
+        r.consume(3);
+        return Ok(());
+    }
+    if head.starts_with(&[0x00, 0x00, 0xFE, 0xFF]) {
+        return named("UTF-32 big-endian (byte order mark 00 00 FE FF)");
+    }
+    if head.starts_with(&[0xFF, 0xFE, 0x00, 0x00]) {
+        return named("UTF-32 little-endian (byte order mark FF FE 00 00)");
+    }
+    if head.starts_with(&[0xFE, 0xFF]) {
+        return named("UTF-16 big-endian (byte order mark FE FF)");
+    }
+    if head.starts_with(&[0xFF, 0xFE]) {
+        return named("UTF-16 little-endian (byte order mark FF FE)");
+    }
+    if head.len() >= 2 && head[0] == 0 && head[1] != 0 {
+        return named("UTF-16 big-endian (no byte order mark)");
+    }
+    if head.len() >= 2 && head[0] != 0 && head[1] == 0 {
+        return named("UTF-16 little-endian (no byte order mark)");
+    }
+    Ok(())
+}
+
+/// True when the reader holds nothing but whitespace (and perhaps a UTF-8 BOM). Streams.
+pub fn is_blank<R: Read>(r: R) -> io::Result<bool> {
+    let mut r = BufReader::with_capacity(64 * 1024, r);
+    let mut first = true;
+    loop {
+        let buf = r.fill_buf()?;
+        if buf.is_empty() {
+            return Ok(true);
+        }
+        let mut skip = 0;
+        if first && buf.starts_with(&[0xEF, 0xBB, 0xBF]) {
+            skip = 3;
+        }
+        first = false;
+        if !buf[skip..].iter().all(u8::is_ascii_whitespace) {
+            return Ok(false);
+        }
+        let n = buf.len();
+        r.consume(n);
+    }
+}
+
+/// What the element callback can answer: go on, or stop the file with an error of the caller's.
+pub type Step<E> = Result<(), E>;
+
+/// Why streaming stopped early.
+#[derive(Debug)]
+pub enum StreamError<E> {
+    File(FileError),
+    /// The callback's own error (a store failure, say), passed through untouched.
+    Callback(E),
+}
+
+struct ArrayVisitor<'a, F, E> {
+    on_element: &'a mut F,
+    pos: Rc<Position>,
+    bounds: Bounds,
+    failure: &'a mut Option<StreamError<E>>,
+}
+
+impl<'de, F, E> Visitor<'de> for ArrayVisitor<'_, F, E>
+where
+    F: FnMut(u64, Json) -> Step<E>,
+{
+    type Value = u64;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON array of records")
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<u64, A::Error> {
+        let mut index: u64 = 0;
+        loop {
+            self.pos.element_start.set(self.pos.consumed.get());
+            self.pos.element.set(index);
+            self.pos.in_element.set(true);
+            let next = seq.next_element::<Json>()?;
+            self.pos.in_element.set(false);
+            let Some(element) = next else { break };
+            if index >= self.bounds.max_records {
+                *self.failure = Some(StreamError::File(FileError::TooManyRecords {
+                    limit: self.bounds.max_records,
+                }));
+                return Err(de::Error::custom("stopped"));
+            }
+            if let Err(e) = (self.on_element)(index, element) {
+                *self.failure = Some(StreamError::Callback(e));
+                return Err(de::Error::custom("stopped"));
+            }
+            index += 1;
+        }
+        Ok(index)
+    }
+}
+
+impl<'de, F, E> DeserializeSeed<'de> for ArrayVisitor<'_, F, E>
+where
+    F: FnMut(u64, Json) -> Step<E>,
+{
+    type Value = u64;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<u64, D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+fn describe(e: serde_json::Error) -> FileError {
+    use serde_json::error::Category;
+    let text = e.to_string();
+    match e.classify() {
+        Category::Eof => FileError::Truncated(text),
+        Category::Io => FileError::Io(text),
+        _ if text.starts_with("invalid unicode code point") => {
+            FileError::Malformed(format!("{text} (the file must be UTF-8)"))
+        }
+        _ if text.starts_with("invalid type") => {
+            FileError::Malformed(format!("the top level is not an array ({text})"))
+        }
+        _ => FileError::Malformed(text),
+    }
+}
+
+/// Streams the elements of the top-level array in `reader`, calling `on_element(index, value)`
+/// for each. Returns the number of elements. Memory is bounded by one element.
+pub fn stream_array<R, F, E>(
+    reader: R,
+    bounds: Bounds,
+    progress: Option<&dyn Fn(u64)>,
+    mut on_element: F,
+) -> Result<u64, StreamError<E>>
+where
+    R: Read,
+    F: FnMut(u64, Json) -> Step<E>,
+{
+    let mut buffered = BufReader::with_capacity(1 << 20, reader);
+    sniff(&mut buffered).map_err(StreamError::File)?;
+    let pos = Rc::new(Position::default());
+    let bounded = BoundedReader {
+        inner: buffered,
+        pos: pos.clone(),
+        max_record: bounds.max_record_bytes,
+    };
+    let mut failure: Option<StreamError<E>> = None;
+    let mut last_report = 0u64;
+    let mut wrapped = |i: u64, v: Json| {
+        if let Some(p) = progress {
+            let c = pos.consumed.get();
+            if c - last_report > (1 << 20) {
+                last_report = c;
+                p(c);
+            }
+        }
+        on_element(i, v)
+    };
+    let mut de = serde_json::Deserializer::from_reader(bounded);
+    let visitor = ArrayVisitor {
+        on_element: &mut wrapped,
+        pos: pos.clone(),
+        bounds,
+        failure: &mut failure,
+    };
+    let result = visitor
+        .deserialize(&mut de)
+        .and_then(|n| de.end().map(|_| n));
+    match result {
+        Ok(n) => Ok(n),
+        Err(e) => {
+            if let Some(f) = failure {
+                return Err(f);
+            }
+            if e.is_io() && e.to_string().contains(RECORD_TOO_LARGE) {
+                return Err(StreamError::File(FileError::RecordTooLarge {
+                    index: pos.element.get(),
+                    limit: bounds.max_record_bytes,
+                }));
+            }
+            Err(StreamError::File(describe(e)))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const B: Bounds = Bounds {
+        max_record_bytes: 1 << 20,
+        max_records: 1000,
+    };
+
+    fn run(input: &[u8]) -> Result<Vec<Json>, FileError> {
+        let mut out = Vec::new();
+        stream_array::<_, _, ()>(input, B, None, |_, v| {
+            out.push(v);
+            Ok(())
+        })
+        .map_err(|e| match e {
+            StreamError::File(f) => f,
+            StreamError::Callback(()) => unreachable!(),
+        })?;
+        Ok(out)
+    }
+
+    #[test]
+    fn streams_elements_and_keeps_repeats() {
+        let v = run(br#"[{"a":1,"A":2}, 3, "x"]"#).unwrap();
+        assert_eq!(v.len(), 3);
+        assert_eq!(
+            v[0],
+            Json::Object(vec![
+                ("a".into(), Json::Number(1.into())),
+                ("A".into(), Json::Number(2.into()))
+            ])
+        );
+    }
+
+    #[test]
+    fn bom_is_accepted_and_utf16_named() {
+        assert_eq!(run(b"\xEF\xBB\xBF[1]").unwrap().len(), 1);
+        let e = run(b"\xFF\xFE[\x00]\x00").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "The file is UTF-16 little-endian (byte order mark FF FE); pickup files must be UTF-8 JSON."
+        );
+        let e = run(b"[\x00]\x00").unwrap_err();
+        assert!(matches!(e, FileError::Encoding(_)));
+    }
+
+    #[test]
+    fn errors_have_positions() {
+        let e = run(b"[1,\n 2").unwrap_err();
+        assert!(matches!(e, FileError::Truncated(_)), "{e}");
+        assert!(e.to_string().contains("line 2"), "{e}");
+        let e = run(b"[1] x").unwrap_err();
+        assert!(e.to_string().contains("trailing characters"), "{e}");
+        let e = run(b"{\"a\":1}").unwrap_err();
+        assert!(e.to_string().contains("top level is not an array"), "{e}");
+        let e = run(b"[\"\xff\"]").unwrap_err();
+        assert!(e.to_string().contains("UTF-8"), "{e}");
+        let deep = format!("[{}{}]", "[".repeat(10_000), "]".repeat(10_000));
+        let e = run(deep.as_bytes()).unwrap_err();
+        assert!(e.to_string().contains("recursion limit"), "{e}");
+    }
+
+    #[test]
+    fn record_bound() {
+        let big = format!("[1, \"{}\"]", "x".repeat(3000));
+        let b = Bounds {
+            max_record_bytes: 1024,
+            max_records: 10,
+        };
+        let e = stream_array::<_, _, ()>(big.as_bytes(), b, None, |_, _| Ok(())).unwrap_err();
+        match e {
+            StreamError::File(f) => assert_eq!(
+                f,
+                FileError::RecordTooLarge {
+                    index: 1,
+                    limit: 1024
+                }
+            ),
+            _ => panic!(),
+        }
+    }
+
+    #[test]
+    fn blank() {
+        assert!(is_blank(&b""[..]).unwrap());
+        assert!(is_blank(&b" \n\t\r "[..]).unwrap());
+        assert!(is_blank(&b"\xEF\xBB\xBF \n"[..]).unwrap());
+        assert!(!is_blank(&b" []"[..]).unwrap());
+    }
+}

@@ -1,0 +1,241 @@
+//! Layout: every path under `data_dir` and every file-naming rule.
+//!
+//! Owns: the folder tree of a lender and environment, the private work folder a pass claims files
+//! into, store paths, which pickup names are ignored, the record type named by a file's prefix,
+//! and the processed / result names with their `yyyyMMddHHmmssfff` timestamps.
+//! Must not: read or write files (beyond `ensure_tree`), or know anything about records' content.
+
+use chrono::{DateTime, Utc};
+use std::io;
+use std::path::{Path, PathBuf};
+
+use crate::records::Kind;
+
+/// The four locations of `{environment}/import/{location}`.
+pub const LOCATIONS: [&str; 4] = ["pickup", "processed", "results", "lookups"];
+
+/// Paths of one lender in one environment.
+#[derive(Debug, Clone)]
+pub struct LenderDirs {
+    /// `data_dir/lenders/<lender>`: what an SFTP login sees as `/`.
+    pub home: PathBuf,
+    pub pickup: PathBuf,
+    pub processed: PathBuf,
+    pub results: PathBuf,
+    pub lookups: PathBuf,
+    /// `data_dir/work/<environment>/<lender>`: where a pass claims the file it applies. Outside
+    /// the lender's home, on the same file system as `pickup` (claiming is a rename).
+    pub work: PathBuf,
+}
+
+pub fn lender_home(data_dir: &Path, lender: &str) -> PathBuf {
+    data_dir.join("lenders").join(lender)
+}
+
+pub fn lender_dirs(data_dir: &Path, lender: &str, env: &str) -> LenderDirs {
+    let home = lender_home(data_dir, lender);
+    let import = home.join(env).join("import");
+    LenderDirs {
+        pickup: import.join("pickup"),
+        processed: import.join("processed"),
+        results: import.join("results"),
+        lookups: import.join("lookups"),
+        work: data_dir.join("work").join(env).join(lender),
+        home,
+    }
+}
+
+impl LenderDirs {
+    /// Creates the folder tree when missing.
+    pub fn ensure_tree(&self) -> io::Result<()> {
+        for d in [
+            &self.pickup,
+            &self.processed,
+            &self.results,
+            &self.lookups,
+            &self.work,
+        ] {
+            std::fs::create_dir_all(d)?;
+        }
+        Ok(())
+    }
+}
+
+pub fn store_path(data_dir: &Path, env: &str) -> PathBuf {
+    data_dir.join("db").join(format!("{env}.sqlite3"))
+}
+
+/// The lock file that keeps two passes (a `serve` and a cron `run`, say) from overlapping.
+pub fn pass_lock_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("pass.lock")
+}
+
+/// Names a pass never picks up: hidden names and the usual partial-upload suffixes.
+pub fn is_ignored_name(name: &str) -> bool {
+    name.starts_with('.')
+        || [".part", ".tmp", ".filepart"]
+            .iter()
+            .any(|s| name.to_ascii_lowercase().ends_with(s))
+}
+
+/// Splits a supplied name into stem and extension: `borrowers.json` → (`borrowers`, `json`);
+/// a name without a dot has an empty extension.
+pub fn split_name(name: &str) -> (&str, &str) {
+    match name.rfind('.') {
+        Some(i) if i > 0 => (&name[..i], &name[i + 1..]),
+        _ => (name, ""),
+    }
+}
+
+fn join(stem: &str, middle: &str, ext: &str) -> String {
+    if ext.is_empty() {
+        format!("{stem}.{middle}")
+    } else {
+        format!("{stem}.{middle}.{ext}")
+    }
+}
+
+/// `<stem>.last.<ext>`: the newest processed file of a supplied name.
+pub fn processed_last_name(pickup_name: &str) -> String {
+    let (stem, ext) = split_name(pickup_name);
+    join(stem, "last", ext)
+}
+
+/// `<stem>.<timestamp>.<ext>`: a processed file once a newer one of its name arrived.
+pub fn processed_stamped_name(pickup_name: &str, stamp: &str) -> String {
+    let (stem, ext) = split_name(pickup_name);
+    join(stem, stamp, ext)
+}
+
+/// `<stem>.<timestamp>.result.json`.
+pub fn result_name(pickup_name: &str, stamp: &str) -> String {
+    let (stem, _) = split_name(pickup_name);
+    format!("{stem}.{stamp}.result.json")
+}
+
+/// `yyyyMMddHHmmssfff`, UTC.
+pub fn stamp(t: DateTime<Utc>) -> String {
+    t.format("%Y%m%d%H%M%S%3f").to_string()
+}
+
+/// What a pickup file's name says it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileClass {
+    Records(Kind),
+    /// No known prefix: answered with a result file and moved to processed.
+    UnknownType,
+    /// A known prefix but not `.json`.
+    NotJson(Kind),
+}
+
+/// A file's type is its name's prefix (`borrowers.json`, `borrowers_20231219.json`,
+/// `borrowers-20231219T0100.json`), compared ignoring case; the longest matching prefix wins and
+/// must be followed by `.`, `_` or `-`.
+pub fn classify(name: &str) -> FileClass {
+    let lower = name.to_ascii_lowercase();
+    let mut best: Option<Kind> = None;
+    for kind in Kind::ALL {
+        let p = kind.prefix();
+        if let Some(rest) = lower.strip_prefix(p) {
+            if matches!(rest.bytes().next(), Some(b'.' | b'_' | b'-'))
+                && best.is_none_or(|b| b.prefix().len() < p.len())
+            {
+                best = Some(kind);
+            }
+        }
+    }
+    match best {
+        None => FileClass::UnknownType,
+        Some(k) if lower.ends_with(".json") => FileClass::Records(k),
+        Some(k) => FileClass::NotJson(k),
+    }
+}
+
+/// Position of a file in a pass: dependency order, unknown types last, then by name.
+pub fn order_key(name: &str) -> (usize, String) {
+    let rank = match classify(name) {
+        FileClass::Records(k) | FileClass::NotJson(k) => k.order(),
+        FileClass::UnknownType => Kind::ALL.len(),
+    };
+    (rank, name.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn classify_prefixes() {
+        assert_eq!(
+            classify("borrowers.json"),
+            FileClass::Records(Kind::Borrowers)
+        );
+        assert_eq!(
+            classify("borrowers_20231219.json"),
+            FileClass::Records(Kind::Borrowers)
+        );
+        assert_eq!(
+            classify("Borrowers-20231219T0100.JSON"),
+            FileClass::Records(Kind::Borrowers)
+        );
+        assert_eq!(classify("loans.json"), FileClass::Records(Kind::Loans));
+        assert_eq!(
+            classify("loan_positions.json"),
+            FileClass::Records(Kind::LoanPositions)
+        );
+        assert_eq!(
+            classify("broker_accounts_1.json"),
+            FileClass::Records(Kind::BrokerAccounts)
+        );
+        assert_eq!(classify("brokers.json"), FileClass::Records(Kind::Brokers));
+        assert_eq!(classify("borrowersx.json"), FileClass::UnknownType);
+        assert_eq!(classify("notes.txt"), FileClass::UnknownType);
+        assert_eq!(classify("loans.csv"), FileClass::NotJson(Kind::Loans));
+    }
+
+    #[test]
+    fn names() {
+        assert_eq!(processed_last_name("borrowers.json"), "borrowers.last.json");
+        assert_eq!(
+            processed_stamped_name("borrowers.json", "20231222070016329"),
+            "borrowers.20231222070016329.json"
+        );
+        assert_eq!(processed_last_name("README"), "README.last");
+        assert_eq!(
+            result_name("loans_1.json", "20231222070016329"),
+            "loans_1.20231222070016329.result.json"
+        );
+        let t = Utc.with_ymd_and_hms(2023, 12, 22, 7, 0, 16).unwrap()
+            + chrono::Duration::milliseconds(329);
+        assert_eq!(stamp(t), "20231222070016329");
+    }
+
+    #[test]
+    fn ignored() {
+        assert!(is_ignored_name(".hidden.json"));
+        assert!(is_ignored_name("loans.json.part"));
+        assert!(is_ignored_name("loans.json.FILEPART"));
+        assert!(!is_ignored_name("loans.json"));
+    }
+
+    #[test]
+    fn order() {
+        let mut v = vec![
+            "zzz.txt",
+            "loan_brokers.json",
+            "employees_b.json",
+            "employees_a.json",
+        ];
+        v.sort_by_key(|n| order_key(n));
+        assert_eq!(
+            v,
+            vec![
+                "employees_a.json",
+                "employees_b.json",
+                "loan_brokers.json",
+                "zzz.txt"
+            ]
+        );
+    }
+}

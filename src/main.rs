@@ -1,0 +1,140 @@
+//! The `bulkload` binary: argument parsing, logging setup and exit codes. All behaviour lives in
+//! the library; this file must not hold any.
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use bulkload::batch::{run_pass, PassOptions};
+use bulkload::config::Config;
+
+#[derive(Parser)]
+#[command(
+    name = "bulkload",
+    version,
+    about = "SFTP drop-box and batch importer for lender bulk data"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run one pass now over every lender and environment, then exit.
+    Run {
+        /// Config file (default: the embedded config.example.toml).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Override [schedule] settle_seconds for this pass (0 takes every file now).
+        #[arg(long)]
+        settle_seconds: Option<u64>,
+    },
+    /// Validate pickup files offline (no store, nothing moved) and print their problems.
+    Check {
+        /// Config file, for division, lookup and position checks (needs --lender).
+        #[arg(long, short, requires = "lender")]
+        config: Option<PathBuf>,
+        /// Lender whose divisions and positions apply.
+        #[arg(long, requires = "config")]
+        lender: Option<String>,
+        /// Files to check.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Read a password from standard input and print its argon2 hash for `password_hash`.
+    Passwd,
+}
+
+fn load_config(path: Option<&PathBuf>) -> Result<Config> {
+    Ok(match path {
+        Some(p) => Config::load(p)?,
+        None => Config::embedded()?,
+    })
+}
+
+fn init_logs(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match real_main(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("bulkload: error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn real_main(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Run {
+            config,
+            settle_seconds,
+        } => {
+            init_logs("warn");
+            let cfg = load_config(config.as_ref())?;
+            let settle = Duration::from_secs(settle_seconds.unwrap_or(cfg.schedule.settle_seconds));
+            let opts = PassOptions {
+                settle,
+                progress: true,
+                stop: None,
+            };
+            let summary = run_pass(&cfg, &opts, &mut |ev| println!("{}", ev.summary()))
+                .context("the pass could not complete")?;
+            println!(
+                "pass complete: {} file(s) processed, {} blank file(s) discarded",
+                summary.files, summary.discarded
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Check {
+            config,
+            lender,
+            files,
+        } => {
+            init_logs("warn");
+            let cfg = match &config {
+                Some(p) => Some(Config::load(p)?),
+                None => None,
+            };
+            let lender = match (&cfg, &lender) {
+                (Some(c), Some(id)) => match c.lender(id) {
+                    Some(l) => Some(l),
+                    None => bail!("lender {id:?} is not in the config"),
+                },
+                _ => None,
+            };
+            let ctx = cfg.as_ref().zip(lender);
+            let mut out = std::io::stdout().lock();
+            let mut total = 0;
+            for f in &files {
+                total += bulkload::check::check_file(f, ctx, &mut out)
+                    .with_context(|| format!("cannot check {}", f.display()))?;
+            }
+            Ok(if total > 0 {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+        Command::Passwd => {
+            let mut line = String::new();
+            std::io::stdin()
+                .read_line(&mut line)
+                .context("cannot read the password from standard input")?;
+            let hash = bulkload::auth::hash_password(line.trim_end_matches(['\r', '\n']))?;
+            println!("{hash}");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
