@@ -62,6 +62,17 @@ impl Kind {
         }
     }
 
+    /// The noun with its article ("an employee", "a loan").
+    pub fn article_noun(self) -> String {
+        let n = self.noun();
+        let article = if n.starts_with(['a', 'e', 'i', 'o', 'u']) {
+            "an"
+        } else {
+            "a"
+        };
+        format!("{article} {n}")
+    }
+
     pub fn order(self) -> usize {
         Kind::ALL.iter().position(|k| *k == self).unwrap_or(0)
     }
@@ -561,9 +572,10 @@ fn convert(path: &str, ty: Ty, v: Json, msgs: &mut Vec<String>) -> Slot {
             Json::Number(n) => {
                 if let Some(i) = n.as_i64() {
                     Slot::Set(Val::Int(i))
-                } else if n.is_u64() {
+                } else if n.is_u64() || n.as_f64().is_some_and(|f| f.fract() == 0.0) {
                     msgs.push(format!(
-                        "{path}: {n} is out of range (at most {}).",
+                        "{path}: {n} is out of range (from {} to {}).",
+                        i64::MIN,
                         i64::MAX
                     ));
                     Slot::Absent
@@ -879,7 +891,7 @@ pub fn validate(kind: Kind, element: Json, ctx: Option<Ctx<'_>>) -> Result<Recor
     if let Some(mode) = mode {
         identity_rules(&record, mode, &mut msgs);
     }
-    if let Some(ctx) = ctx {
+    if let (Some(ctx), Some(_)) = (ctx, mode) {
         config_rules(&mut record, ctx, &mut msgs);
     }
 
@@ -976,6 +988,7 @@ fn config_rules(r: &mut Record, ctx: Ctx<'_>, msgs: &mut Vec<String>) {
     let lender = ctx.lender;
     if let Some(field) = division_field(r.kind) {
         let single = lender.divisions.len() == 1;
+        let has_problem = msgs.iter().any(|m| m.starts_with(field));
         let given: Vec<String> = match r.slot(field) {
             Slot::Set(Val::Str(s)) => vec![s.clone()],
             Slot::Set(Val::List(v)) => v.clone(),
@@ -999,12 +1012,12 @@ fn config_rules(r: &mut Record, ctx: Ctx<'_>, msgs: &mut Vec<String>) {
         match r.slot(field) {
             Slot::Absent if single && r.mode == Mode::Create => r.set(field, default()),
             Slot::Null if single => r.set(field, default()),
-            Slot::Absent if r.mode == Mode::Create && !single => msgs.push(format!(
-                "{field}: required for create, as this lender has more than one division."
-            )),
+            Slot::Absent if r.mode == Mode::Create && !single && !has_problem => msgs.push(
+                format!("{field}: required for create, as this lender has more than one division."),
+            ),
             Slot::Null => msgs.push(format!(
-                "{field}: cannot be cleared; a {} needs a division.",
-                r.kind.noun()
+                "{field}: cannot be cleared; {} needs a division.",
+                r.kind.article_noun()
             )),
             _ => {}
         }
