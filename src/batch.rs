@@ -21,6 +21,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
 use crate::config::{Config, Lender};
+use crate::failpoint;
 use crate::fsutil::{self, rename_durable};
 use crate::json::{self, Bounds, StreamError};
 use crate::layout::{self, FileClass, LenderDirs};
@@ -178,6 +179,9 @@ impl LenderPass<'_, '_> {
         let d = self.dirs;
         d.ensure_tree()
             .map_err(io_err("cannot create folders under", &d.home))?;
+        for dir in [&d.results, &d.lookups] {
+            fsutil::remove_stale_temps(dir).map_err(io_err("cannot clean", dir))?;
+        }
         crate::lookups::write_all(self.cfg, self.lender, &d.lookups)
             .map_err(io_err("cannot write lookups in", &d.lookups))?;
         self.recover()?;
@@ -213,6 +217,7 @@ impl LenderPass<'_, '_> {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(io_err("cannot claim", &from)(e)),
             }
+            failpoint::hit("claimed");
             self.process(&claim, &name)?;
         }
         Ok(())
@@ -367,6 +372,7 @@ impl LenderPass<'_, '_> {
             }
         }
         let id = tx.complete(&iso(ended), &stamp, error.as_deref(), &counts)?;
+        failpoint::hit("committed");
         let load = self
             .store
             .load(id)?
@@ -399,6 +405,7 @@ impl LenderPass<'_, '_> {
             })
         })
         .map_err(io_err("cannot write result", &result_path))?;
+        failpoint::hit("result");
 
         let claimed = d.work.join(&load.claim);
         if claimed.symlink_metadata().is_ok() {
@@ -410,9 +417,11 @@ impl LenderPass<'_, '_> {
                     .unwrap_or_else(|| mtime_stamp(&last));
                 let target = free_name(&d.processed, name, &prev);
                 rename_durable(&last, &target).map_err(io_err("cannot rotate", &last))?;
+                failpoint::hit("rotated");
             }
             rename_durable(&claimed, &last)
                 .map_err(io_err("cannot move to processed", &claimed))?;
+            failpoint::hit("moved");
         }
         self.store.mark_finished(load.id)?;
         tracing::info!(load = load.id, file = %name, created = load.counts.create_success,
@@ -441,6 +450,7 @@ fn apply_element(
     let (mode, messages, upsert_identity) = match records::validate(kind, element, Some(ctx)) {
         Ok(record) => match tx.apply(&record) {
             Ok(outcome) => {
+                failpoint::hit("record");
                 match outcome {
                     Outcome::Created => counts.create_success += 1,
                     Outcome::Updated => counts.update_success += 1,

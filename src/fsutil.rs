@@ -45,6 +45,20 @@ pub fn write_atomic_with(
     result
 }
 
+/// Removes the temporary files `write_atomic_with` leaves when a process dies mid-write
+/// (`.<name>.<pid>.tmp`). Only for folders this program alone writes.
+pub fn remove_stale_temps(dir: &Path) -> io::Result<()> {
+    for e in fs::read_dir(dir)? {
+        let e = e?;
+        let n = e.file_name();
+        let n = n.to_string_lossy();
+        if n.starts_with('.') && n.ends_with(".tmp") && e.file_type()?.is_file() {
+            fs::remove_file(e.path())?;
+        }
+    }
+    Ok(())
+}
+
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     write_atomic_with(path, &mut |w| w.write_all(bytes))
 }

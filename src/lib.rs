@@ -20,6 +20,7 @@ pub mod auth;
 pub mod batch;
 pub mod check;
 pub mod config;
+pub mod failpoint;
 pub mod fsutil;
 pub mod json;
 pub mod layout;
