@@ -44,6 +44,12 @@ enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Run the daemon: the SFTP server lenders connect to, and passes on schedule.
+    Serve {
+        /// Config file (default: the embedded config.example.toml).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
     /// Read a password from standard input and print its argon2 hash for `password_hash`.
     Passwd,
 }
@@ -127,6 +133,16 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
                 ExitCode::SUCCESS
             })
         }
+        Command::Serve { config } => {
+            init_logs("info");
+            let cfg = load_config(config.as_ref())?;
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?;
+            rt.block_on(bulkload::serve::serve(cfg, shutdown_signal()))?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Passwd => {
             let mut line = String::new();
             std::io::stdin()
@@ -135,6 +151,22 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
             let hash = bulkload::auth::hash_password(line.trim_end_matches(['\r', '\n']))?;
             println!("{hash}");
             Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = ctrl_c.await;
         }
     }
 }
