@@ -3,6 +3,7 @@
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -67,6 +68,8 @@ fn init_logs(default: &str) {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // Colours only on a terminal: journald and log files get plain text.
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
 }
 
@@ -140,7 +143,10 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
                 .enable_all()
                 .build()
                 .context("cannot start the async runtime")?;
-            rt.block_on(bulkload::serve::serve(cfg, shutdown_signal()))?;
+            let result = rt.block_on(bulkload::serve::serve(cfg, shutdown_signal()));
+            // Sessions were already asked to close; do not wait on idle worker threads.
+            rt.shutdown_timeout(Duration::from_millis(500));
+            result?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Passwd => {
