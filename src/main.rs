@@ -137,7 +137,7 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
             })
         }
         Command::Serve { config } => {
-            init_logs("info");
+            init_logs("info,tokio_cron_scheduler=warn");
             let cfg = load_config(config.as_ref())?;
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()

@@ -45,13 +45,17 @@ struct Daemon {
 struct Opts {
     max_file_bytes: u64,
     max_login_failures: u32,
+    max_sessions: usize,
+    idle_seconds: u64,
 }
 
 impl Default for Opts {
     fn default() -> Self {
         Opts {
-            max_file_bytes: 1_000_000,
+            max_file_bytes: 10_000_000,
             max_login_failures: 10,
+            max_sessions: 64,
+            idle_seconds: 600,
         }
     }
 }
@@ -78,7 +82,8 @@ on_upload_delay_seconds = 1
 [sftp]
 listen = "127.0.0.1:0"
 max_file_bytes = {max}
-max_sessions_per_lender = 64
+max_sessions_per_lender = {sessions}
+idle_timeout_seconds = {idle}
 max_login_failures = {fails}
 [[lenders]]
 id = "demo"
@@ -98,6 +103,8 @@ editable_name = "Main Division"
 "#,
             max = opts.max_file_bytes,
             fails = opts.max_login_failures,
+            sessions = opts.max_sessions,
+            idle = opts.idle_seconds,
         );
         fs::write(d.join("bulkload.toml"), config).unwrap();
         let log = fs::File::create(d.join("daemon.log")).unwrap();
@@ -165,7 +172,7 @@ editable_name = "Main Division"
     fn base_args(&self, batch: &Path) -> Vec<String> {
         [
             "-b",
-            &batch.display().to_string(),
+            batch.to_str().unwrap_or("-"),
             "-o",
             "StrictHostKeyChecking=no",
             "-o",
@@ -185,15 +192,22 @@ editable_name = "Main Division"
     /// `sftp -b` with a key login as `user`, run from the test's folder.
     fn sftp_key(&self, user: &str, key: &str, commands: &str) -> Output {
         let batch = self.batch_file(commands);
-        Command::new("sftp")
-            .args(self.base_args(&batch))
-            .args(["-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-i"])
-            .arg(self.path(key))
-            .arg(format!("{user}@127.0.0.1"))
-            .current_dir(self.dir.path())
+        self.key_command(user, key, &batch, &[])
             .stdin(Stdio::null())
             .output()
             .expect("sftp runs")
+    }
+
+    /// An `sftp` key login reading its batch from `batch` (`-` for standard input).
+    fn key_command(&self, user: &str, key: &str, batch: &Path, extra: &[&str]) -> Command {
+        let mut c = Command::new("sftp");
+        c.args(self.base_args(batch))
+            .args(["-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-i"])
+            .arg(self.path(key))
+            .args(extra)
+            .arg(format!("{user}@127.0.0.1"))
+            .current_dir(self.dir.path());
+        c
     }
 
     /// `sftp -b` with a password login through SSH_ASKPASS (no extra package).
@@ -550,4 +564,74 @@ fn sigterm_stops_cleanly() {
         .mode()
         & 0o777;
     assert_eq!(mode, 0o600);
+}
+
+#[test]
+fn session_cap_and_idle_timeout() {
+    let d = Daemon::start(Opts {
+        max_sessions: 1,
+        idle_seconds: 3,
+        ..Opts::default()
+    });
+    // A session that stays open: its batch comes from a pipe we keep open.
+    let mut held = d
+        .key_command("demo", "demo_key", Path::new("-"), &[])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("sftp runs");
+    d.wait_for("the first login", Duration::from_secs(20), || {
+        d.log().contains("method=\"publickey\"")
+    });
+    let out = d.sftp_key("demo", "demo_key", "ls\n");
+    assert_refused(&out, "Permission denied", "a second session over the cap");
+    assert!(d.log().contains("too many sessions"), "{}", d.log());
+
+    // The idle session is closed by the daemon, which frees the slot. (The client itself only
+    // notices when it next reads a command.)
+    d.wait_for(
+        "the idle session to be closed",
+        Duration::from_secs(20),
+        || d.log().contains("session closed"),
+    );
+    let _ = held.kill();
+    let _ = held.wait();
+    d.assert_serving();
+}
+
+#[test]
+fn a_client_gone_mid_upload_leaves_nothing() {
+    let d = Daemon::start(Opts::default());
+    fs::write(d.path("big.json"), vec![b' '; 2_000_000]).unwrap();
+    let batch = d.batch_file("put big.json /sandbox/import/pickup/big.json\n");
+    // 200 Kbit/s: the upload would take over a minute.
+    let mut client = d
+        .key_command("demo", "demo_key", &batch, &["-l", "200"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("sftp runs");
+    let pickup = d.lender_dir("demo", "pickup");
+    d.wait_for("the temporary upload file", Duration::from_secs(20), || {
+        names(&pickup)
+            .iter()
+            .any(|n| n.starts_with(".big.json.") && n.ends_with(".part"))
+    });
+    // The lender never sees it.
+    let out = d.sftp_key("demo", "demo_key", "ls -a /sandbox/import/pickup\n");
+    assert!(
+        out.status.success() && !stdout(&out).contains("big.json"),
+        "{out:?}"
+    );
+
+    client.kill().expect("kill our own sftp child");
+    let _ = client.wait();
+    d.wait_for(
+        "the temporary file to be removed",
+        Duration::from_secs(20),
+        || names(&pickup).is_empty(),
+    );
+    d.assert_serving();
 }

@@ -33,6 +33,9 @@ use fs::{SessionInfo, SftpFs, UploadHook};
 
 /// Session channels one connection may open.
 const MAX_CHANNELS: usize = 4;
+/// Connections open at once, logged in or not; more are dropped at once, so a flood of idle
+/// TCP connections cannot use up the daemon's file descriptors.
+const MAX_CONNECTIONS: usize = 1024;
 
 /// What every connection shares.
 pub struct Shared {
@@ -95,6 +98,7 @@ pub async fn accept_loop(
     cancel: CancellationToken,
     tracker: TaskTracker,
 ) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
         let (socket, addr) = tokio::select! {
             _ = cancel.cancelled() => break,
@@ -112,6 +116,10 @@ pub async fn accept_loop(
             tracing::info!(address = %addr, "refused: address banned after failed logins");
             continue;
         }
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracing::warn!(address = %addr, limit = MAX_CONNECTIONS, "refused: too many connections");
+            continue;
+        };
         if let Err(e) = socket.set_nodelay(true) {
             tracing::debug!(address = %addr, error = %e, "cannot set TCP_NODELAY");
         }
@@ -119,6 +127,7 @@ pub async fn accept_loop(
         let ssh = ssh.clone();
         let cancel = cancel.clone();
         tracker.spawn(async move {
+            let _slot = slot;
             let session = match russh::server::run_stream(ssh, socket, handler).await {
                 Ok(s) => s,
                 Err(e) => {
