@@ -55,9 +55,21 @@ struct Upload {
     dest: PathBuf,
     vpath: String,
     size: u64,
-    /// The size limit was exceeded: the temporary file is gone and the upload failed.
-    too_large: bool,
+    /// Set when the upload failed (size limit, write error): the temporary file is gone and
+    /// closing the handle reports this instead of publishing a partial file.
+    failed: Option<String>,
     done: bool,
+}
+
+impl Upload {
+    /// Marks the upload failed and removes what was written.
+    fn fail(&mut self, why: String) -> StatusReply {
+        self.file.take();
+        let _ = fs::remove_file(&self.tmp);
+        let reply = status(StatusCode::Failure, &why);
+        self.failed = Some(why);
+        reply
+    }
 }
 
 impl Drop for Upload {
@@ -72,7 +84,8 @@ impl Drop for Upload {
 enum OpenHandle {
     Read(File),
     Write(Upload),
-    Dir(Vec<DirEntry>),
+    /// A folder being listed, read lazily, and its virtual path (for the entries' modes).
+    Dir(fs::ReadDir, VirtualPath),
 }
 
 /// One lender session's SFTP handler.
@@ -107,13 +120,6 @@ fn path_status(e: PathError) -> StatusReply {
     }
 }
 
-fn too_large(max: u64) -> StatusReply {
-    status(
-        StatusCode::Failure,
-        &format!("file exceeds the size limit of {max} bytes"),
-    )
-}
-
 fn ok(id: u32) -> Status {
     Status {
         id,
@@ -123,12 +129,32 @@ fn ok(id: u32) -> Status {
     }
 }
 
-fn attrs(meta: &Metadata) -> FileAttributes {
+/// The attributes a lender sees: write bits only where it may write.
+fn attrs(meta: &Metadata, writable: bool) -> FileAttributes {
     let mut a = FileAttributes::from(meta);
     // The daemon's own uid/gid mean nothing to a lender.
     a.uid = Some(0);
     a.gid = Some(0);
+    if !writable {
+        a.permissions = a.permissions.map(|m| m & !0o222);
+    }
     a
+}
+
+fn writable(v: &VirtualPath, envs: &[String]) -> bool {
+    v.is_pickup_file(envs) || v.is_pickup_dir(envs)
+}
+
+/// The hidden temporary name of an upload of `name`, short enough for any file system.
+fn temp_name(name: &str) -> String {
+    let mut short = String::new();
+    for c in name.chars() {
+        if short.len() + c.len_utf8() > 100 {
+            break;
+        }
+        short.push(c);
+    }
+    format!(".{short}.{}.part", uuid::Uuid::new_v4().simple())
 }
 
 impl SftpFs {
@@ -213,7 +239,7 @@ impl SftpFs {
             _ => {}
         }
         let dir = dest.parent().map(Path::to_path_buf).ok_or_else(denied)?;
-        let tmp = dir.join(format!(".{name}.{}.part", uuid::Uuid::new_v4().simple()));
+        let tmp = dir.join(temp_name(name));
         let file = OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -227,14 +253,14 @@ impl SftpFs {
             dest,
             vpath: v.to_string(),
             size: 0,
-            too_large: false,
+            failed: None,
             done: false,
         }))
     }
 
     fn finish_upload(&self, mut up: Upload) -> Result<(), StatusReply> {
-        if up.too_large {
-            return Err(self.too_large_status());
+        if let Some(why) = &up.failed {
+            return Err(status(StatusCode::Failure, why));
         }
         let result = (|| {
             if let Some(f) = up.file.take() {
@@ -261,32 +287,11 @@ impl SftpFs {
         }
     }
 
-    fn too_large_status(&self) -> StatusReply {
-        too_large(self.info.max_file_bytes)
-    }
-
-    fn list(&self, real: &Path) -> Result<Vec<DirEntry>, StatusReply> {
-        let mut out = Vec::new();
-        for entry in fs::read_dir(real).map_err(|e| io_status(&e))? {
-            let Ok(entry) = entry else { continue };
-            let Ok(name) = entry.file_name().into_string() else {
-                continue;
-            };
-            if name.starts_with('.') {
-                continue;
-            }
-            let Ok(meta) = entry.metadata() else { continue };
-            out.push(DirEntry::new(name, attrs(&meta)));
-        }
-        out.sort_by(|a, b| a.filename.cmp(&b.filename));
-        Ok(out)
-    }
-
     fn stat_path(&self, path: &str) -> Result<FileAttributes, StatusReply> {
         let v = self.resolve(path)?;
         let real = self.real(&v, true)?;
         let meta = fs::symlink_metadata(&real).map_err(|e| io_status(&e))?;
-        Ok(attrs(&meta))
+        Ok(attrs(&meta, writable(&v, &self.info.environments)))
     }
 }
 
@@ -366,24 +371,22 @@ impl russh_sftp::server::Handler for SftpFs {
         let Some(OpenHandle::Write(up)) = self.handles.get_mut(&handle) else {
             return Err(status(StatusCode::Failure, "invalid handle"));
         };
-        if up.too_large {
-            return Err(too_large(max));
+        if let Some(why) = &up.failed {
+            return Err(status(StatusCode::Failure, why));
         }
         let end = offset.checked_add(data.len() as u64);
-        if end.is_none_or(|end| end > max) {
-            up.too_large = true;
-            up.file.take();
-            let _ = fs::remove_file(&up.tmp);
-            let vpath = up.vpath.clone();
-            tracing::warn!(lender = %self.info.lender, address = %self.info.addr, path = %vpath, limit = max, "refused: upload exceeds the size limit");
-            return Err(too_large(max));
-        }
+        let Some(end) = end.filter(|end| *end <= max) else {
+            tracing::warn!(lender = %self.info.lender, address = %self.info.addr, path = %up.vpath, limit = max, "refused: upload exceeds the size limit");
+            return Err(up.fail(format!("file exceeds the size limit of {max} bytes")));
+        };
         let Some(file) = up.file.as_ref() else {
             return Err(status(StatusCode::Failure, "invalid handle"));
         };
-        file.write_all_at(&data, offset)
-            .map_err(|e| io_status(&e))?;
-        up.size = up.size.max(end.unwrap_or(0));
+        if let Err(e) = file.write_all_at(&data, offset) {
+            tracing::error!(lender = %self.info.lender, address = %self.info.addr, path = %up.vpath, error = %e, "upload write failed");
+            return Err(up.fail("the upload could not be written".to_string()));
+        }
+        up.size = up.size.max(end);
         Ok(ok(id))
     }
 
@@ -406,16 +409,17 @@ impl russh_sftp::server::Handler for SftpFs {
             Some(OpenHandle::Read(f)) => f.metadata(),
             Some(OpenHandle::Write(up)) => match &up.file {
                 Some(f) => f.metadata(),
-                None => return Err(self.too_large_status()),
+                None => return Err(status(StatusCode::Failure, "the upload failed")),
             },
-            Some(OpenHandle::Dir(_)) | None => {
+            Some(OpenHandle::Dir(..)) | None => {
                 return Err(status(StatusCode::Failure, "invalid handle"))
             }
         }
         .map_err(|e| io_status(&e))?;
+        let upload = matches!(self.handles.get(&handle), Some(OpenHandle::Write(_)));
         Ok(Attrs {
             id,
-            attrs: attrs(&meta),
+            attrs: attrs(&meta, upload),
         })
     }
 
@@ -444,25 +448,33 @@ impl russh_sftp::server::Handler for SftpFs {
     async fn opendir(&mut self, id: u32, path: String) -> Result<Handle, Self::Error> {
         let v = self.resolve(&path)?;
         let real = self.real(&v, true)?;
-        let mut entries = self.list(&real)?;
-        entries.reverse(); // popped from the end, so answers come in name order
-        let handle = self.add_handle(OpenHandle::Dir(entries))?;
+        let rd = fs::read_dir(&real).map_err(|e| io_status(&e))?;
+        let handle = self.add_handle(OpenHandle::Dir(rd, v))?;
         Ok(Handle { id, handle })
     }
 
     async fn readdir(&mut self, id: u32, handle: String) -> Result<Name, Self::Error> {
-        let Some(OpenHandle::Dir(entries)) = self.handles.get_mut(&handle) else {
+        let envs = &self.info.environments;
+        let Some(OpenHandle::Dir(rd, dir)) = self.handles.get_mut(&handle) else {
             return Err(status(StatusCode::Failure, "invalid handle"));
         };
-        if entries.is_empty() {
+        let mut files = Vec::new();
+        for entry in rd.by_ref() {
+            let Ok(entry) = entry else { continue };
+            // Names that are not UTF-8 or are hidden are not part of the namespace.
+            let Ok(name) = entry.file_name().into_string() else {
+                continue;
+            };
+            let Ok(v) = dir.child(&name) else { continue };
+            let Ok(meta) = entry.metadata() else { continue };
+            files.push(DirEntry::new(name, attrs(&meta, writable(&v, envs))));
+            if files.len() >= DIR_CHUNK {
+                break;
+            }
+        }
+        if files.is_empty() {
             return Err(status(StatusCode::Eof, "end of directory"));
         }
-        let n = entries.len().min(DIR_CHUNK);
-        let files = entries
-            .split_off(entries.len() - n)
-            .into_iter()
-            .rev()
-            .collect();
         Ok(Name { id, files })
     }
 
@@ -749,6 +761,25 @@ mod tests {
             s.realpath(1, "/../..".into()).await.unwrap().files[0].filename,
             "/"
         );
+    }
+
+    #[test]
+    fn temp_names_are_hidden_ignored_and_short() {
+        let long = "é".repeat(120);
+        let t = temp_name(&long);
+        assert!(t.len() <= 140, "{}", t.len());
+        assert!(crate::layout::is_ignored_name(&t));
+        assert_ne!(temp_name("a.json"), temp_name("a.json"));
+    }
+
+    #[tokio::test]
+    async fn modes_show_where_a_lender_may_write() {
+        let d = tempfile::tempdir().unwrap();
+        let mut s = session(d.path(), 100);
+        let pickup = s.stat(1, "/sandbox/import/pickup".into()).await.unwrap();
+        let results = s.stat(1, "/sandbox/import/results".into()).await.unwrap();
+        assert_ne!(pickup.attrs.permissions.unwrap() & 0o200, 0);
+        assert_eq!(results.attrs.permissions.unwrap() & 0o222, 0);
     }
 
     #[tokio::test]
