@@ -635,3 +635,42 @@ fn a_client_gone_mid_upload_leaves_nothing() {
     );
     d.assert_serving();
 }
+
+#[test]
+fn sigterm_during_a_pass_finishes_the_current_file() {
+    const FILES: usize = 40;
+    let mut d = Daemon::start(Opts::default());
+    fs::create_dir(d.path("up")).unwrap();
+    for i in 0..FILES {
+        fs::write(d.path(&format!("up/borrowers_{i:02}.json")), "[]\n").unwrap();
+    }
+    let out = d.sftp_key("demo", "demo_key", "put up/* /sandbox/import/pickup/\n");
+    assert!(out.status.success(), "{out:?}");
+    d.wait_for("the upload pass to start", Duration::from_secs(20), || {
+        d.log().contains("pass starting trigger=\"upload\"")
+    });
+    let status = d.sigterm();
+    assert!(status.success(), "exit status {status}\n{}", d.log());
+
+    // Every file is either still waiting in pickup or fully processed (processed + result):
+    // nothing half done, nothing left in the pass's work folder.
+    let pickup = names(&d.lender_dir("demo", "pickup"));
+    let processed = names(&d.lender_dir("demo", "processed"));
+    let results = names(&d.lender_dir("demo", "results"));
+    eprintln!(
+        "stopped with {} waiting, {} done",
+        pickup.len(),
+        processed.len()
+    );
+    assert_eq!(processed.len(), results.len(), "{processed:?} {results:?}");
+    for i in 0..FILES {
+        let waiting = pickup.contains(&format!("borrowers_{i:02}.json"));
+        let done = processed.contains(&format!("borrowers_{i:02}.last.json"));
+        assert!(
+            waiting != done,
+            "file {i}: waiting={waiting} done={done}\n{}",
+            d.log()
+        );
+    }
+    assert!(names(&d.path("data/work/sandbox/demo")).is_empty());
+}

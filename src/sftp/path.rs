@@ -256,6 +256,41 @@ mod tests {
         assert!(!p("/sandbox/import/pickup/../results/a.json").is_pickup_file(&envs));
     }
 
+    /// A cheap stand-in for the fuzz target: many generated paths built from the characters
+    /// that matter never map outside the home.
+    #[test]
+    fn generated_paths_never_escape() {
+        let alphabet = ['/', '.', '.', 'a', '\\', '\0', '\n', 'é', '~'];
+        let home = Path::new("/h/lenders/demo");
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for _ in 0..20_000 {
+            let mut p = String::new();
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let len = (x % 24) as usize;
+            let mut y = x;
+            for _ in 0..len {
+                y = y
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                p.push(alphabet[(y >> 33) as usize % alphabet.len()]);
+            }
+            if let Ok(v) = resolve(&p, &VirtualPath::root()) {
+                let real = v.to_real(home);
+                assert!(real.starts_with(home), "{p:?} -> {}", real.display());
+                assert!(
+                    v.parts()
+                        .iter()
+                        .all(|n| !n.starts_with('.') && !n.contains('/')),
+                    "{p:?}"
+                );
+                // Resolving is idempotent.
+                assert_eq!(resolve(&v.to_string(), &VirtualPath::root()), Ok(v));
+            }
+        }
+    }
+
     #[test]
     fn real_paths_stay_under_home() {
         let home = Path::new("/h");
