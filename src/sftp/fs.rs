@@ -210,6 +210,11 @@ impl SftpFs {
 
     fn open_read(&mut self, v: &VirtualPath) -> Result<String, StatusReply> {
         let real = self.real(v, true)?;
+        // Checked before opening too: opening a FIFO would block the session.
+        let meta = fs::symlink_metadata(&real).map_err(|e| io_status(&e))?;
+        if !meta.is_file() {
+            return Err(status(StatusCode::Failure, "not a regular file"));
+        }
         let file = fsutil::open_nofollow(&real).map_err(|e| io_status(&e))?;
         let meta = file.metadata().map_err(|e| io_status(&e))?;
         if !meta.is_file() {
