@@ -168,7 +168,11 @@ impl SftpFs {
     }
 
     fn resolve(&self, path: &str) -> Result<VirtualPath, StatusReply> {
-        resolve(path, &VirtualPath::root()).map_err(path_status)
+        resolve(path, &VirtualPath::root()).map_err(|e| {
+            // The path is the client's text: logged escaped (Debug).
+            tracing::info!(lender = %self.info.lender, address = %self.info.addr, path = ?path, reason = %e, "refused: path");
+            path_status(e)
+        })
     }
 
     /// The real path of `v` after checking that neither the path nor any folder on the way is a
