@@ -62,6 +62,7 @@ pub struct PassOptions<'a> {
 
 /// What happened to one pickup file.
 #[derive(Debug, Clone)]
+#[allow(clippy::large_enum_variant)] // one event per file: size does not matter
 pub enum FileEvent {
     /// A blank file, deleted without a result.
     Discarded {

@@ -15,6 +15,9 @@
 //! - `lookups`: lookup files.
 //! - `check`: the offline `bulkload check`.
 //! - `fsutil`: atomic writes and durable renames.
+//! - `sftp`: the embedded SFTP server (logins, chroot path resolver, upload handling).
+//! - `schedule`: cron and on-upload passes, never overlapping.
+//! - `serve`: the `bulkload serve` daemon wiring and shutdown.
 
 pub mod auth;
 pub mod batch;
@@ -27,4 +30,7 @@ pub mod layout;
 pub mod lookups;
 pub mod records;
 pub mod result;
+pub mod schedule;
+pub mod serve;
+pub mod sftp;
 pub mod store;

@@ -3,6 +3,7 @@
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -44,6 +45,12 @@ enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Run the daemon: the SFTP server lenders connect to, and passes on schedule.
+    Serve {
+        /// Config file (default: the embedded config.example.toml).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
     /// Read a password from standard input and print its argon2 hash for `password_hash`.
     Passwd,
 }
@@ -61,6 +68,8 @@ fn init_logs(default: &str) {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // Colours only on a terminal: journald and log files get plain text.
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
 }
 
@@ -127,6 +136,19 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
                 ExitCode::SUCCESS
             })
         }
+        Command::Serve { config } => {
+            init_logs("info,tokio_cron_scheduler=warn");
+            let cfg = load_config(config.as_ref())?;
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?;
+            let result = rt.block_on(bulkload::serve::serve(cfg, shutdown_signal()));
+            // Sessions were already asked to close; do not wait on idle worker threads.
+            rt.shutdown_timeout(Duration::from_millis(500));
+            result?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Passwd => {
             let mut line = String::new();
             std::io::stdin()
@@ -135,6 +157,22 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
             let hash = bulkload::auth::hash_password(line.trim_end_matches(['\r', '\n']))?;
             println!("{hash}");
             Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = ctrl_c.await;
         }
     }
 }

@@ -613,6 +613,7 @@ fn convert(path: &str, ty: Ty, v: Json, msgs: &mut Vec<String>) -> Slot {
                 for (i, item) in items.into_iter().enumerate() {
                     let p = format!("{path}[{i}]");
                     match convert(&p, Ty::Str(max), item, msgs) {
+                        #[allow(clippy::collapsible_match)] // newer clippy lint; kept readable
                         Slot::Set(Val::Str(s)) => {
                             if !out.iter().any(|o| o.eq_ignore_ascii_case(&s)) {
                                 out.push(s)

@@ -1,0 +1,188 @@
+//! `bulkload serve`: wires the daemon together.
+//!
+//! Owns: the host key (loaded, or generated on first start), the lenders' folder trees before
+//! the first login, binding the listener, starting the SFTP server, the cron job and the
+//! on-upload trigger, and the shutdown order: stop accepting, disconnect sessions, let the
+//! running pass finish its current file, return.
+//! Must not: process files or answer SFTP requests itself, or log a key's secret half.
+
+use std::future::Future;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use russh::keys::ssh_key::{HashAlg, LineEnding};
+use russh::keys::{Algorithm, PrivateKey};
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::layout;
+use crate::schedule::{self, Passes, ScheduleError};
+use crate::sftp::{self, fs::UploadHook, Shared};
+
+/// How long shutdown waits for sessions to close after asking them to.
+const SESSION_DRAIN: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("host key {path}: {message}")]
+    HostKey { path: PathBuf, message: String },
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("cannot create the folders of lender {lender}: {source}")]
+    Folders {
+        lender: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Schedule(#[from] ScheduleError),
+}
+
+fn key_err(path: &Path, message: impl ToString) -> ServeError {
+    ServeError::HostKey {
+        path: path.to_path_buf(),
+        message: message.to_string(),
+    }
+}
+
+/// Loads the OpenSSH host key at `path`, or generates an ed25519 one there (mode 0600) when the
+/// file does not exist. Logs the key's SHA256 fingerprint either way.
+pub fn load_or_create_host_key(path: &Path) -> Result<PrivateKey, ServeError> {
+    let key = match std::fs::symlink_metadata(path) {
+        Ok(_) => russh::keys::load_secret_key(path, None).map_err(|e| key_err(path, e))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let key = PrivateKey::random(&mut rand::rng(), Algorithm::Ed25519)
+                .map_err(|e| key_err(path, e))?;
+            let text = key
+                .to_openssh(LineEnding::LF)
+                .map_err(|e| key_err(path, e))?;
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir).map_err(|e| key_err(path, e))?;
+            }
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path)
+                .map_err(|e| key_err(path, e))?;
+            f.write_all(text.as_bytes())
+                .and_then(|()| f.sync_all())
+                .map_err(|e| key_err(path, e))?;
+            tracing::info!(path = %path.display(), "generated a new ed25519 host key");
+            key
+        }
+        Err(e) => return Err(key_err(path, e)),
+    };
+    tracing::info!(
+        fingerprint = %key.public_key().fingerprint(HashAlg::Sha256),
+        "host key"
+    );
+    Ok(key)
+}
+
+/// Runs the daemon until `shutdown` completes.
+pub async fn serve(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), ServeError> {
+    let cfg = Arc::new(cfg);
+    // Lenders see their folders from the first login on, before any pass ran.
+    for lender in &cfg.lenders {
+        for env in &cfg.environments {
+            layout::lender_dirs(&cfg.data_dir, &lender.id, env)
+                .ensure_tree()
+                .map_err(|source| ServeError::Folders {
+                    lender: lender.id.clone(),
+                    source,
+                })?;
+        }
+    }
+    let host_key = load_or_create_host_key(&cfg.sftp.host_key)?;
+    let listener = TcpListener::bind(&cfg.sftp.listen)
+        .await
+        .map_err(|source| ServeError::Bind {
+            addr: cfg.sftp.listen.clone(),
+            source,
+        })?;
+
+    let cancel = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let passes = Passes::new(cfg.clone());
+    let mut cron = schedule::start_cron(passes.clone()).await?;
+
+    let uploads = Arc::new(Notify::new());
+    let on_upload: Option<UploadHook> = if cfg.schedule.on_upload {
+        let n = uploads.clone();
+        tracker.spawn(schedule::debounce_uploads(
+            passes.clone(),
+            uploads.clone(),
+            Duration::from_secs(cfg.schedule.on_upload_delay_seconds),
+            cancel.clone(),
+        ));
+        Some(Arc::new(move || n.notify_one()))
+    } else {
+        None
+    };
+
+    let shared = Arc::new(Shared::new(cfg.clone(), on_upload));
+    let ssh = Arc::new(sftp::ssh_config(&cfg, host_key));
+    match listener.local_addr() {
+        Ok(a) => tracing::info!(address = %a, lenders = cfg.lenders.len(), "listening for SFTP"),
+        Err(_) => tracing::info!(address = %cfg.sftp.listen, "listening for SFTP"),
+    }
+    let server = tokio::spawn(sftp::accept_loop(
+        listener,
+        ssh,
+        shared,
+        cancel.clone(),
+        tracker.clone(),
+    ));
+    // Whatever was left in pickup while the daemon was down.
+    {
+        let p = passes.clone();
+        tracker.spawn(async move { p.request("startup").await });
+    }
+
+    shutdown.await;
+    tracing::info!("shutting down: no new logins; the running pass finishes its current file");
+    cancel.cancel();
+    let _ = server.await;
+    if let Err(e) = cron.shutdown().await {
+        tracing::warn!(error = %e, "scheduler did not stop cleanly");
+    }
+    passes.shutdown().await;
+    tracker.close();
+    if tokio::time::timeout(SESSION_DRAIN, tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("some sessions did not close in time");
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn host_key_is_generated_once_with_mode_0600() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("keys/host_key");
+        let k1 = load_or_create_host_key(&p).unwrap();
+        let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let k2 = load_or_create_host_key(&p).unwrap();
+        assert_eq!(k1.public_key(), k2.public_key());
+        assert!(std::fs::read_to_string(&p)
+            .unwrap()
+            .starts_with("-----BEGIN OPENSSH PRIVATE KEY-----"));
+    }
+}
