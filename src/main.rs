@@ -73,12 +73,27 @@ fn init_logs(default: &str) {
         .init();
 }
 
+/// The error and its causes, leaving out a cause whose text the message before it already holds.
+fn describe(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            if !out.is_empty() {
+                out.push_str(": ");
+            }
+            out.push_str(&text);
+        }
+    }
+    out
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match real_main(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("bulkload: error: {e:#}");
+            eprintln!("bulkload: error: {}", describe(&e));
             ExitCode::from(2)
         }
     }
