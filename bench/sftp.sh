@@ -85,9 +85,24 @@ upload() { # port user remote-dir file
 now() { date +%s.%N; }
 rate() { python3 -c "print(f'{$1/($3-$2):.1f}')"; }
 
-t0=$(now); upload "$PORT_SSHD" "$USER_NAME" "$W/sshd_root" "$W/big.bin"; t1=$(now)
-upload "$PORT_BL" bench sandbox/import/pickup "$W/big.bin"; t2=$(now)
-ssh_rate=$(rate "$SIZE_MIB" "$t0" "$t1"); bl_rate=$(rate "$SIZE_MIB" "$t1" "$t2")
+# Best of ROUNDS uploads each, alternating which server goes first (page cache, noise).
+ROUNDS=${ROUNDS:-2}
+ssh_rate=0; bl_rate=0
+best() { python3 -c "print(max($1, $2))"; }
+for r in $(seq 1 "$ROUNDS"); do
+  if [ $((r % 2)) -eq 1 ]; then order="sshd bl"; else order="bl sshd"; fi
+  for who in $order; do
+    rm -f "$W/sshd_root/big.bin" "$W/data/lenders/bench/sandbox/import/pickup/big.bin"
+    a=$(now)
+    if [ "$who" = sshd ]; then
+      upload "$PORT_SSHD" "$USER_NAME" "$W/sshd_root" "$W/big.bin"; b=$(now)
+      ssh_rate=$(best "$ssh_rate" "$(rate "$SIZE_MIB" "$a" "$b")")
+    else
+      upload "$PORT_BL" bench sandbox/import/pickup "$W/big.bin"; b=$(now)
+      bl_rate=$(best "$bl_rate" "$(rate "$SIZE_MIB" "$a" "$b")")
+    fi
+  done
+done
 cmp "$W/big.bin" "$W/data/lenders/bench/sandbox/import/pickup/big.bin"
 cmp "$W/big.bin" "$W/sshd_root/big.bin"
 
@@ -102,7 +117,7 @@ f_bl=$(small "$PORT_BL" bench sandbox/import/pickup); t5=$(now)
 n_bl=$(ls "$W/data/lenders/bench/sandbox/import/pickup" | grep -c '^borrowers_' || true)
 
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(date -u +%F)"
-echo "upload of ${SIZE_MIB} MiB (OpenSSH sftp client, loopback):"
+echo "upload of ${SIZE_MIB} MiB (OpenSSH sftp client, loopback, best of $ROUNDS):"
 echo "  OpenSSH sftp-server: ${ssh_rate} MiB/s"
 echo "  bulkload serve:      ${bl_rate} MiB/s   ratio $(python3 -c "print(f'{$bl_rate/$ssh_rate:.2f}')") (target >= 0.80)"
 echo "${CLIENTS} concurrent small uploads:"
