@@ -92,12 +92,13 @@ best() { python3 -c "print(max($1, $2))"; }
 for r in $(seq 1 "$ROUNDS"); do
   if [ $((r % 2)) -eq 1 ]; then order="sshd bl"; else order="bl sshd"; fi
   for who in $order; do
-    rm -f "$W/sshd_root/big.bin" "$W/data/lenders/bench/sandbox/import/pickup/big.bin"
     a=$(now)
     if [ "$who" = sshd ]; then
+      rm -f "$W/sshd_root/big.bin"; a=$(now)
       upload "$PORT_SSHD" "$USER_NAME" "$W/sshd_root" "$W/big.bin"; b=$(now)
       ssh_rate=$(best "$ssh_rate" "$(rate "$SIZE_MIB" "$a" "$b")")
     else
+      rm -f "$W/data/lenders/bench/sandbox/import/pickup/big.bin"; a=$(now)
       upload "$PORT_BL" bench sandbox/import/pickup "$W/big.bin"; b=$(now)
       bl_rate=$(best "$bl_rate" "$(rate "$SIZE_MIB" "$a" "$b")")
     fi
