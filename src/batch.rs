@@ -61,6 +61,7 @@ pub struct PassOptions<'a> {
 
 /// What happened to one pickup file.
 #[derive(Debug, Clone)]
+#[allow(clippy::large_enum_variant)] // one per file; boxing buys nothing
 pub enum FileEvent {
     /// A blank file, deleted without a result.
     Discarded {

@@ -526,6 +526,7 @@ pub fn parse_datetime(s: &str) -> Option<String> {
 }
 
 /// Converts one JSON value to a field's type. `path` names the field in messages.
+#[allow(clippy::collapsible_match)] // clippy 1.95; the nested form reads better
 fn convert(path: &str, ty: Ty, v: Json, msgs: &mut Vec<String>) -> Slot {
     let wrong = |msgs: &mut Vec<String>, want: &str, v: &Json| {
         msgs.push(format!("{path}: expected {want}, found {}.", json_type(v)));

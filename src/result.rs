@@ -68,6 +68,7 @@ fn js<T: Serialize + ?Sized>(v: &T) -> io::Result<String> {
 
 /// Writes the result JSON: header, then each problem from `problems`, pretty-printed with two
 /// spaces as in the interface's example.
+#[allow(clippy::type_complexity)]
 pub fn write_result<W: Write + ?Sized>(
     out: &mut W,
     h: &ResultHeader,
