@@ -88,6 +88,26 @@ struct Found {
     extra: String,
 }
 
+/// True when applying `r` runs at most one writing statement and refuses it (`Rejected`) only
+/// before that statement or because that statement failed, so SQLite's statement atomicity
+/// alone makes the record all-or-nothing and the caller may skip its savepoint. Keep this in step
+/// with the code below: any record that can write twice, or write and then be rejected, must
+/// answer false.
+pub(super) fn single_write(r: &Record) -> bool {
+    match r.kind {
+        // create: email check, one INSERT; update: one UPDATE (the email check reads only).
+        Kind::Borrowers | Kind::BrokerAccounts | Kind::Loans => true,
+        // update without divisions: one UPDATE. A create also writes its divisions.
+        Kind::Employees => {
+            r.mode == Mode::Update && matches!(r.slot("DivisionThreadIds"), Slot::Absent)
+        }
+        // one INSERT OR IGNORE, or one DELETE.
+        Kind::LoanPositions | Kind::LoanBorrowers => true,
+        // owner account, divisions, contacts.
+        Kind::Brokers | Kind::LoanBrokers => false,
+    }
+}
+
 impl Applier<'_> {
     pub fn apply(&self, r: &Record) -> Result<Outcome, ApplyError> {
         match r.kind {
