@@ -23,6 +23,19 @@ pub enum Json {
     Object(Vec<(String, Json)>),
 }
 
+impl Json {
+    /// Bytes of string data (keys and strings) held, plus one per value: a cheap measure of the
+    /// memory a value takes, for bounding how many are in flight.
+    pub fn text_len(&self) -> usize {
+        match self {
+            Json::String(s) => s.len() + 1,
+            Json::Array(v) => v.iter().map(Json::text_len).sum::<usize>() + 1,
+            Json::Object(m) => m.iter().map(|(k, v)| k.len() + v.text_len()).sum::<usize>() + 1,
+            _ => 1,
+        }
+    }
+}
+
 struct JsonVisitor;
 
 impl<'de> Visitor<'de> for JsonVisitor {
