@@ -328,7 +328,7 @@ impl Applier<'_> {
                     .map(<[String]>::to_vec)
                     .or_else(|| self.default_division().map(|d| vec![d.to_string()]));
                 match divs {
-                    Some(d) => self.set_divisions("account_divisions", "account_id", id, &d)?,
+                    Some(d) => self.add_divisions("account_divisions", "account_id", id, &d)?,
                     None => return reject("DivisionThreadIds: required for create, as this lender has more than one division.".into()),
                 }
             }
@@ -338,7 +338,7 @@ impl Applier<'_> {
                     .map(<[String]>::to_vec)
                     .or_else(|| self.default_division().map(|d| vec![d.to_string()]));
                 match divs {
-                    Some(d) => self.set_divisions("broker_divisions", "broker_id", id, &d)?,
+                    Some(d) => self.add_divisions("broker_divisions", "broker_id", id, &d)?,
                     None => return reject("BrokerDivisionThreadIds: required for create, as this lender has more than one division.".into()),
                 }
                 if let Some(owner) = owner_id {
@@ -397,6 +397,17 @@ impl Applier<'_> {
         self.conn
             .prepare_cached(&format!("DELETE FROM {table} WHERE {key} = ?1"))?
             .execute([id])?;
+        self.add_divisions(table, key, id, divisions)
+    }
+
+    /// A new row's divisions: nothing to clear first.
+    fn add_divisions(
+        &self,
+        table: &str,
+        key: &str,
+        id: i64,
+        divisions: &[String],
+    ) -> Result<(), rusqlite::Error> {
         let mut ins = self.conn.prepare_cached(&format!(
             "INSERT OR IGNORE INTO {table} ({key}, division_thread_id) VALUES (?1, ?2)"
         ))?;
