@@ -8,7 +8,8 @@
 #
 # Env: N (records per phase), SYNC (FULL|NORMAL, default FULL), CACHE_MIB (default 64, as the
 # example config), MEM_SMALL / MEM_BIG (file sizes, K/M/G), BENCH_DIR (scratch, default
-# target/bench; needs ~3x MEM_BIG of free disk), BAD_PCT (bad records in the throughput files,
+# target/bench; needs ~3x MEM_BIG of free disk), MEM_CACHE_MIB (the memory runs' cache, default
+# CACHE_MIB), BAD_PCT (bad records in the throughput files,
 # default 0 so all sides insert the same rows; the memory files always carry 5%).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -18,6 +19,7 @@ CACHE_MIB=${CACHE_MIB:-64}
 MEM_SMALL=${MEM_SMALL:-10M}
 MEM_BIG=${MEM_BIG:-1G}
 BAD_PCT=${BAD_PCT:-0}
+MEM_CACHE_MIB=${MEM_CACHE_MIB:-$CACHE_MIB}
 W=${BENCH_DIR:-$ROOT/target/bench}
 export CARGO_TARGET_DIR=$ROOT/target
 T=$CARGO_TARGET_DIR/release
@@ -94,8 +96,9 @@ for p in $PHASES; do
 done
 echo "   row check: $(sqlite3 "$DB" 'SELECT (SELECT count(*) FROM accounts), (SELECT count(*) FROM loans), (SELECT count(*) FROM loan_borrowers)+(SELECT count(*) FROM loan_positions)') (accounts, loans, relations) vs pass: $(sqlite3 "$D/db/sandbox.sqlite3" 'SELECT (SELECT count(*) FROM accounts), (SELECT count(*) FROM loans), (SELECT count(*) FROM loan_borrowers)+(SELECT count(*) FROM loan_positions)')"
 
-echo "== memory: one pass over a $MEM_SMALL and a $MEM_BIG borrowers file (5% bad records)"
+echo "== memory: one pass over a $MEM_SMALL and a $MEM_BIG borrowers file (5% bad records, cache ${MEM_CACHE_MIB} MiB)"
 declare -A MEM
+CACHE_MIB=$MEM_CACHE_MIB
 for size in "$MEM_SMALL" "$MEM_BIG"; do
   M=$W/mem-$size; mkdir -p "$M"; CFG=$(mkconfig "$M")
   $T/bulkload run --config "$CFG" --settle-seconds 0 >/dev/null
@@ -115,6 +118,6 @@ for p in $PHASES; do
     pa = n / a; rb = n / b; jc = n / c;
     printf "%-12s %10d %12.0f %12.0f %12.0f %10.2f %10.2f\n", p, n, pa, rb, jc, pa / rb, pa / jc }'
 done
-awk -v s="${MEM[$MEM_SMALL]}" -v b="${MEM[$MEM_BIG]}" -v ss="$MEM_SMALL" -v bs="$MEM_BIG" 'BEGIN {
-  printf "peak RSS: %s file %.1f MiB, %s file %.1f MiB, ratio %.2f (targets: <= 2.00 and < 100 MiB)\n", ss, s/1024, bs, b/1024, b/s }'
+awk -v c="$MEM_CACHE_MIB" -v s="${MEM[$MEM_SMALL]}" -v b="${MEM[$MEM_BIG]}" -v ss="$MEM_SMALL" -v bs="$MEM_BIG" 'BEGIN {
+  printf "peak RSS: %s file %.1f MiB, %s file %.1f MiB, ratio %.2f (cache %s MiB; targets: <= 2.00 and < 100 MiB)\n", ss, s/1024, bs, b/1024, b/s, c }'
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(date -u +%Y-%m-%dT%H:%MZ), synchronous=$SYNC"
