@@ -86,6 +86,8 @@ struct Found {
     id: i64,
     /// For loans, the division; for accounts, the kind.
     extra: String,
+    /// For accounts, the current `email_key` (saves an update a second lookup).
+    email_key: Option<String>,
 }
 
 /// True when applying `r` runs at most one writing statement and refuses it (`Rejected`) only
@@ -138,9 +140,9 @@ impl Applier<'_> {
     fn locate(&self, kind: Kind, id: &Ref) -> Result<Option<Found>, rusqlite::Error> {
         let table = Self::table(kind);
         let (extra, kind_filter) = match kind {
-            Kind::Loans => ("division_thread_id", ""),
-            Kind::Brokers => ("''", ""),
-            _ => ("kind", " AND kind = ?3"),
+            Kind::Loans => ("division_thread_id, NULL", ""),
+            Kind::Brokers => ("'', NULL", ""),
+            _ => ("kind, email_key", " AND kind = ?3"),
         };
         let lid_col = match kind {
             Kind::Brokers => "id_number",
@@ -161,6 +163,7 @@ impl Applier<'_> {
                 Ok(Found {
                     id: r.get(0)?,
                     extra: r.get(1)?,
+                    email_key: r.get(2)?,
                 })
             })
         } else {
@@ -168,6 +171,7 @@ impl Applier<'_> {
                 Ok(Found {
                     id: r.get(0)?,
                     extra: r.get(1)?,
+                    email_key: r.get(2)?,
                 })
             })
         };
@@ -436,10 +440,13 @@ impl Applier<'_> {
         };
         let mut email_changed = false;
         if let (Some(target), false) = (email_target, matches!(email, Slot::Absent)) {
-            let current: Option<String> = self
-                .conn
-                .prepare_cached("SELECT email_key FROM accounts WHERE id = ?1")?
-                .query_row([target], |row| row.get(0))?;
+            let current: Option<String> = if is_account {
+                found.email_key.clone()
+            } else {
+                self.conn
+                    .prepare_cached("SELECT email_key FROM accounts WHERE id = ?1")?
+                    .query_row([target], |row| row.get(0))?
+            };
             let new = match email_key(email) {
                 Value::Text(k) => Some(k),
                 _ => None,
