@@ -687,3 +687,29 @@ fn huge_unknown_field_name() {
     assert_eq!(r["NumCreateSuccess"], 1);
     assert_eq!(e.accounts(), 4);
 }
+
+/// `bulkload run | head -1`: a closed stdout must not stop (or panic) the pass.
+#[test]
+fn closed_stdout() {
+    let e = Env::new();
+    e.seed();
+    e.pickup(
+        "borrowers_p1.json",
+        br#"[{"Mode":"create","ExternalId":"P1"}]"#,
+    );
+    e.pickup(
+        "borrowers_p2.json",
+        br#"[{"Mode":"create","ExternalId":"P2"}]"#,
+    );
+    let mut child = e
+        .command()
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take()); // the reader goes away before the first line
+    let out = child.wait_with_output().unwrap();
+    assert_no_panic(&out);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(e.accounts(), 5);
+}
