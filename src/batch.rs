@@ -345,19 +345,25 @@ impl LenderPass<'_, '_> {
                     // of the store, which applies in order on this one.
                     let streamed = std::thread::scope(|scope| {
                         let (send, receive) = std::sync::mpsc::sync_channel::<Batch>(1);
-                        let parser =
-                            scope.spawn(|| parse_ahead(file, kind, ctx, bounds, &report, send));
+                        // Applied batches go back to be freed by the thread that allocated them
+                        // (freeing across threads costs glibc's malloc arena locks).
+                        let (recycle, recycled) = std::sync::mpsc::sync_channel::<Batch>(2);
+                        let parser = scope.spawn(|| {
+                            parse_ahead(file, kind, ctx, bounds, &report, send, recycled)
+                        });
                         let mut failure = None;
                         'batches: for batch in receive {
-                            for (index, validated) in batch {
+                            for (index, validated) in &batch {
                                 if let Err(e) =
-                                    apply_element(&mut tx, kind, index, validated, &mut counts)
+                                    apply_element(&mut tx, kind, *index, validated, &mut counts)
                                 {
                                     failure = Some(e);
                                     break 'batches; // drops the receiver: the parser stops
                                 }
                             }
+                            let _ = recycle.try_send(batch);
                         }
+                        drop(recycle);
                         let parsed = parser
                             .join()
                             .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
@@ -469,6 +475,7 @@ fn parse_ahead(
     bounds: Bounds,
     report: &(dyn Fn(u64) + Sync),
     send: std::sync::mpsc::SyncSender<Batch>,
+    recycled: std::sync::mpsc::Receiver<Batch>,
 ) -> Result<u64, StreamError<()>> {
     let mut batch: Batch = Vec::with_capacity(BATCH_RECORDS);
     let mut bytes = 0;
@@ -480,6 +487,9 @@ fn parse_ahead(
             bytes = 0;
             let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH_RECORDS));
             send.send(full).map_err(|_| ())?;
+            while let Ok(done) = recycled.try_recv() {
+                drop(done);
+            }
         }
         Ok(())
     });
@@ -495,11 +505,12 @@ fn apply_element(
     tx: &mut crate::store::LoadTx<'_>,
     kind: Kind,
     index: u64,
-    validated: Result<records::Record, records::Rejection>,
+    validated: &Result<records::Record, records::Rejection>,
     counts: &mut Counts,
 ) -> Result<(), StoreError> {
-    let (mode, messages, upsert_identity) = match validated {
-        Ok(record) => match tx.apply(&record) {
+    use std::borrow::Cow;
+    let (mode, messages, upsert_identity): (_, Cow<'_, [String]>, _) = match validated {
+        Ok(record) => match tx.apply(record) {
             Ok(outcome) => {
                 match outcome {
                     Outcome::Created => counts.create_success += 1,
@@ -511,11 +522,11 @@ fn apply_element(
             }
             Err(ApplyError::Rejected(m)) => {
                 let ident = (record.mode == Mode::Upsert).then(|| record.identity());
-                (Some(record.mode), m, ident)
+                (Some(record.mode), m.into(), ident)
             }
             Err(ApplyError::Store(e)) => return Err(e.into()),
         },
-        Err(rej) => (rej.mode, rej.messages, rej.identity),
+        Err(rej) => (rej.mode, (&rej.messages[..]).into(), rej.identity.clone()),
     };
     match mode {
         None => counts.mode_failure += 1,
@@ -535,7 +546,7 @@ fn apply_element(
             }
         }
     }
-    for m in &messages {
+    for m in messages.iter() {
         tx.problem(index, m)?;
     }
     Ok(())
