@@ -346,10 +346,38 @@ impl LenderPass<'_, '_> {
                         max_record_bytes: limits.max_record_bytes,
                         max_records: limits.max_records,
                     };
-                    let streamed =
-                        json::stream_array(file, bounds, Some(&report), |index, element| {
-                            apply_element(&mut tx, kind, index, element, ctx, &mut counts)
+                    // Parsing and validation run on a thread of their own, a few batches ahead
+                    // of the store, which applies in order on this one.
+                    let streamed = std::thread::scope(|scope| {
+                        let (send, receive) = std::sync::mpsc::sync_channel::<Batch>(1);
+                        // Applied batches go back to be freed by the thread that allocated them
+                        // (freeing across threads costs glibc's malloc arena locks).
+                        let (recycle, recycled) = std::sync::mpsc::sync_channel::<Batch>(2);
+                        let parser = scope.spawn(|| {
+                            parse_ahead(file, kind, ctx, bounds, &report, send, recycled)
                         });
+                        let mut failure = None;
+                        'batches: for batch in receive {
+                            for (index, validated) in &batch {
+                                if let Err(e) =
+                                    apply_element(&mut tx, kind, *index, validated, &mut counts)
+                                {
+                                    failure = Some(e);
+                                    break 'batches; // drops the receiver: the parser stops
+                                }
+                            }
+                            let _ = recycle.try_send(batch);
+                        }
+                        drop(recycle);
+                        let parsed = parser
+                            .join()
+                            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+                        match (failure, parsed) {
+                            (Some(e), _) => Err(StreamError::Callback(e)),
+                            (None, Err(StreamError::File(fe))) => Err(StreamError::File(fe)),
+                            (None, _) => Ok(()),
+                        }
+                    });
                     bar.finish_and_clear();
                     match streamed {
                         Ok(_) => {}
@@ -439,17 +467,59 @@ impl LenderPass<'_, '_> {
     }
 }
 
-/// Validates and applies one element, counting it and recording its problems.
+/// Validated elements on their way from the parser thread to the store, with their indexes.
+type Batch = Vec<(u64, Result<records::Record, records::Rejection>)>;
+
+/// A batch is handed over at this many records or this many bytes of string data, whichever
+/// comes first; with a channel of one batch, at most about three batches are in memory.
+const BATCH_RECORDS: usize = 256;
+const BATCH_BYTES: usize = 256 << 10;
+
+/// The parser thread: streams and validates the file, sending batches in order. Stops early when
+/// the receiver is gone (the store failed).
+fn parse_ahead(
+    file: File,
+    kind: Kind,
+    ctx: Ctx<'_>,
+    bounds: Bounds,
+    report: &(dyn Fn(u64) + Sync),
+    send: std::sync::mpsc::SyncSender<Batch>,
+    recycled: std::sync::mpsc::Receiver<Batch>,
+) -> Result<u64, StreamError<()>> {
+    let mut batch: Batch = Vec::with_capacity(BATCH_RECORDS);
+    let mut bytes = 0;
+    let report = |n: u64| report(n);
+    let streamed = json::stream_array(file, bounds, Some(&report), |index, element| {
+        bytes += element.text_len();
+        batch.push((index, records::validate(kind, element, Some(ctx))));
+        if batch.len() >= BATCH_RECORDS || bytes >= BATCH_BYTES {
+            bytes = 0;
+            let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH_RECORDS));
+            send.send(full).map_err(|_| ())?;
+            while let Ok(done) = recycled.try_recv() {
+                drop(done);
+            }
+        }
+        Ok(())
+    });
+    if streamed.is_ok() && !batch.is_empty() {
+        // A failed send means the store stopped: its error is what the caller reports.
+        let _ = send.send(batch);
+    }
+    streamed
+}
+
+/// Applies one validated element, counting it and recording its problems.
 fn apply_element(
     tx: &mut crate::store::LoadTx<'_>,
     kind: Kind,
     index: u64,
-    element: json::Json,
-    ctx: Ctx<'_>,
+    validated: &Result<records::Record, records::Rejection>,
     counts: &mut Counts,
 ) -> Result<(), StoreError> {
-    let (mode, messages, upsert_identity) = match records::validate(kind, element, Some(ctx)) {
-        Ok(record) => match tx.apply(&record) {
+    use std::borrow::Cow;
+    let (mode, messages, upsert_identity): (_, Cow<'_, [String]>, _) = match validated {
+        Ok(record) => match tx.apply(record) {
             Ok(outcome) => {
                 failpoint::hit("record");
                 match outcome {
@@ -462,11 +532,11 @@ fn apply_element(
             }
             Err(ApplyError::Rejected(m)) => {
                 let ident = (record.mode == Mode::Upsert).then(|| record.identity());
-                (Some(record.mode), m, ident)
+                (Some(record.mode), m.into(), ident)
             }
             Err(ApplyError::Store(e)) => return Err(e.into()),
         },
-        Err(rej) => (rej.mode, rej.messages, rej.identity),
+        Err(rej) => (rej.mode, (&rej.messages[..]).into(), rej.identity.clone()),
     };
     match mode {
         None => counts.mode_failure += 1,
@@ -486,7 +556,7 @@ fn apply_element(
             }
         }
     }
-    for m in &messages {
+    for m in messages.iter() {
         tx.problem(index, m)?;
     }
     Ok(())

@@ -4,6 +4,7 @@
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use std::io::IsTerminal;
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -113,9 +114,15 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
                 progress: true,
                 stop: None,
             };
-            let summary = run_pass(&cfg, &opts, &mut |ev| println!("{}", ev.summary()))
-                .context("the pass could not complete")?;
-            println!(
+            // A closed stdout (`bulkload run | head -1`) must not stop the pass: println! would
+            // panic after the first file. Summaries are best effort; the logs and results are not.
+            let mut out = std::io::stdout();
+            let summary = run_pass(&cfg, &opts, &mut |ev| {
+                let _ = writeln!(out, "{}", ev.summary());
+            })
+            .context("the pass could not complete")?;
+            let _ = writeln!(
+                out,
                 "pass complete: {} file(s) processed, {} blank file(s) discarded",
                 summary.files, summary.discarded
             );

@@ -474,8 +474,24 @@ fn match_field<'f>(fields: &'f [Field], name: &str) -> Option<(usize, &'f Field)
         })
 }
 
+/// Longest supplied text a message repeats; longer text is cut (a record may be 1 MiB).
+const SHOWN_CHARS: usize = 64;
+
+/// `s` as a message repeats it: whole when short, else its start, an ellipsis and its length.
+fn shown(s: &str) -> std::borrow::Cow<'_, str> {
+    match s.char_indices().nth(SHOWN_CHARS) {
+        None => s.into(),
+        Some((cut, _)) => format!("{}… ({} characters)", &s[..cut], s.chars().count()).into(),
+    }
+}
+
 fn closest(fields: &[Field], name: &str) -> &'static str {
-    let lower = name.to_ascii_lowercase();
+    // Field names are short: a longer name is compared by its start, which keeps this cheap.
+    let cut = name
+        .char_indices()
+        .nth(SHOWN_CHARS)
+        .map_or(name.len(), |(i, _)| i);
+    let lower = name[..cut].to_ascii_lowercase();
     fields
         .iter()
         .map(|f| {
@@ -537,6 +553,7 @@ pub fn parse_datetime(s: &str) -> Option<String> {
 }
 
 /// Converts one JSON value to a field's type. `path` names the field in messages.
+#[allow(clippy::collapsible_match)] // clippy 1.95; the nested form reads better
 fn convert(path: &str, ty: Ty, v: Json, msgs: &mut Vec<String>) -> Slot {
     let wrong = |msgs: &mut Vec<String>, want: &str, v: &Json| {
         msgs.push(format!("{path}: expected {want}, found {}.", json_type(v)));
@@ -599,7 +616,8 @@ fn convert(path: &str, ty: Ty, v: Json, msgs: &mut Vec<String>) -> Slot {
                     Slot::Set(Val::Date(d))
                 } else {
                     msgs.push(format!(
-                        "{path}: {t:?} is not an ISO 8601 date or date and time (e.g. \"2023-12-30\" or \"2023-12-30T14:00:00Z\")."
+                        "{path}: {:?} is not an ISO 8601 date or date and time (e.g. \"2023-12-30\" or \"2023-12-30T14:00:00Z\").",
+                        shown(t)
                     ));
                     Slot::Absent
                 }
@@ -670,7 +688,8 @@ fn read_object(
     for (name, value) in members {
         match match_field(fields, &name) {
             None => msgs.push(format!(
-                "{prefix}{name}: unknown field; the closest documented field is \"{}\".",
+                "{prefix}{}: unknown field; the closest documented field is \"{}\".",
+                shown(&name),
                 closest(fields, &name)
             )),
             Some((i, field)) => {
@@ -1214,6 +1233,29 @@ mod tests {
         assert_eq!(
             r.messages,
             vec!["LoanTypeId: 99 is not a loan type id (see lookups/loan_types.csv)."]
+        );
+    }
+
+    #[test]
+    fn huge_unknown_name_and_date_are_cut_in_messages() {
+        let name = "Q".repeat(1_000_000);
+        let date = "9".repeat(100_000);
+        let text =
+            format!(r#"{{"Mode":"create","LoanNumber":"L","{name}":1,"ClosingDate":"{date}"}}"#);
+        let r = validate(Kind::Loans, obj(&text), None).unwrap_err();
+        assert_eq!(r.messages.len(), 2, "{r:?}");
+        let q64 = "Q".repeat(64);
+        assert_eq!(
+            r.messages[0],
+            format!("{q64}… (1000000 characters): unknown field; the closest documented field is \"Mode\".")
+        );
+        assert!(
+            r.messages[1].starts_with(&format!(
+                "ClosingDate: \"{}… (100000 characters)\" is not",
+                "9".repeat(64)
+            )),
+            "{}",
+            r.messages[1]
         );
     }
 

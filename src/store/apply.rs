@@ -86,6 +86,28 @@ struct Found {
     id: i64,
     /// For loans, the division; for accounts, the kind.
     extra: String,
+    /// For accounts, the current `email_key` (saves an update a second lookup).
+    email_key: Option<String>,
+}
+
+/// True when applying `r` runs at most one writing statement and refuses it (`Rejected`) only
+/// before that statement or because that statement failed, so SQLite's statement atomicity
+/// alone makes the record all-or-nothing and the caller may skip its savepoint. Keep this in step
+/// with the code below: any record that can write twice, or write and then be rejected, must
+/// answer false.
+pub(super) fn single_write(r: &Record) -> bool {
+    match r.kind {
+        // create: email check, one INSERT; update: one UPDATE (the email check reads only).
+        Kind::Borrowers | Kind::BrokerAccounts | Kind::Loans => true,
+        // update without divisions: one UPDATE. A create also writes its divisions.
+        Kind::Employees => {
+            r.mode == Mode::Update && matches!(r.slot("DivisionThreadIds"), Slot::Absent)
+        }
+        // one INSERT OR IGNORE, or one DELETE.
+        Kind::LoanPositions | Kind::LoanBorrowers => true,
+        // owner account, divisions, contacts.
+        Kind::Brokers | Kind::LoanBrokers => false,
+    }
 }
 
 impl Applier<'_> {
@@ -118,9 +140,9 @@ impl Applier<'_> {
     fn locate(&self, kind: Kind, id: &Ref) -> Result<Option<Found>, rusqlite::Error> {
         let table = Self::table(kind);
         let (extra, kind_filter) = match kind {
-            Kind::Loans => ("division_thread_id", ""),
-            Kind::Brokers => ("''", ""),
-            _ => ("kind", " AND kind = ?3"),
+            Kind::Loans => ("division_thread_id, NULL", ""),
+            Kind::Brokers => ("'', NULL", ""),
+            _ => ("kind, email_key", " AND kind = ?3"),
         };
         let lid_col = match kind {
             Kind::Brokers => "id_number",
@@ -141,6 +163,7 @@ impl Applier<'_> {
                 Ok(Found {
                     id: r.get(0)?,
                     extra: r.get(1)?,
+                    email_key: r.get(2)?,
                 })
             })
         } else {
@@ -148,6 +171,7 @@ impl Applier<'_> {
                 Ok(Found {
                     id: r.get(0)?,
                     extra: r.get(1)?,
+                    email_key: r.get(2)?,
                 })
             })
         };
@@ -308,7 +332,7 @@ impl Applier<'_> {
                     .map(<[String]>::to_vec)
                     .or_else(|| self.default_division().map(|d| vec![d.to_string()]));
                 match divs {
-                    Some(d) => self.set_divisions("account_divisions", "account_id", id, &d)?,
+                    Some(d) => self.add_divisions("account_divisions", "account_id", id, &d)?,
                     None => return reject("DivisionThreadIds: required for create, as this lender has more than one division.".into()),
                 }
             }
@@ -318,7 +342,7 @@ impl Applier<'_> {
                     .map(<[String]>::to_vec)
                     .or_else(|| self.default_division().map(|d| vec![d.to_string()]));
                 match divs {
-                    Some(d) => self.set_divisions("broker_divisions", "broker_id", id, &d)?,
+                    Some(d) => self.add_divisions("broker_divisions", "broker_id", id, &d)?,
                     None => return reject("BrokerDivisionThreadIds: required for create, as this lender has more than one division.".into()),
                 }
                 if let Some(owner) = owner_id {
@@ -377,6 +401,17 @@ impl Applier<'_> {
         self.conn
             .prepare_cached(&format!("DELETE FROM {table} WHERE {key} = ?1"))?
             .execute([id])?;
+        self.add_divisions(table, key, id, divisions)
+    }
+
+    /// A new row's divisions: nothing to clear first.
+    fn add_divisions(
+        &self,
+        table: &str,
+        key: &str,
+        id: i64,
+        divisions: &[String],
+    ) -> Result<(), rusqlite::Error> {
         let mut ins = self.conn.prepare_cached(&format!(
             "INSERT OR IGNORE INTO {table} ({key}, division_thread_id) VALUES (?1, ?2)"
         ))?;
@@ -405,10 +440,13 @@ impl Applier<'_> {
         };
         let mut email_changed = false;
         if let (Some(target), false) = (email_target, matches!(email, Slot::Absent)) {
-            let current: Option<String> = self
-                .conn
-                .prepare_cached("SELECT email_key FROM accounts WHERE id = ?1")?
-                .query_row([target], |row| row.get(0))?;
+            let current: Option<String> = if is_account {
+                found.email_key.clone()
+            } else {
+                self.conn
+                    .prepare_cached("SELECT email_key FROM accounts WHERE id = ?1")?
+                    .query_row([target], |row| row.get(0))?
+            };
             let new = match email_key(email) {
                 Value::Text(k) => Some(k),
                 _ => None,

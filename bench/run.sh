@@ -1,0 +1,123 @@
+#!/usr/bin/env bash
+# One command: builds release, generates pickup files, times a bulkload pass per phase against the
+# raw limit (a minimal rusqlite prepared-statement loop, and the sqlite3 shell's json_each) on the
+# same schema, pragmas and machine, then measures peak RSS of a pass over a small and a big file.
+#
+#   bench/run.sh                         full size: N=1000000, MEM_SMALL=10M, MEM_BIG=1G
+#   N=20000 MEM_BIG=100M bench/run.sh    a quick run (about a minute)
+#
+# Env: N (records per phase), SYNC (FULL|NORMAL, default FULL), CACHE_MIB (default 64, as the
+# example config), MEM_SMALL / MEM_BIG (file sizes, K/M/G), BENCH_DIR (scratch, default
+# target/bench; needs ~3x MEM_BIG of free disk), MEM_CACHE_MIB (the memory runs' cache, default
+# CACHE_MIB), BAD_PCT (bad records in the throughput files,
+# default 0 so all sides insert the same rows; the memory files always carry 5%).
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+N=${N:-1000000}
+SYNC=${SYNC:-FULL}
+CACHE_MIB=${CACHE_MIB:-64}
+MEM_SMALL=${MEM_SMALL:-10M}
+MEM_BIG=${MEM_BIG:-1G}
+BAD_PCT=${BAD_PCT:-0}
+MEM_CACHE_MIB=${MEM_CACHE_MIB:-$CACHE_MIB}
+W=${BENCH_DIR:-$ROOT/target/bench}
+export CARGO_TARGET_DIR=$ROOT/target
+T=$CARGO_TARGET_DIR/release
+TIME=/usr/bin/time
+[ -x $TIME ] || { echo "bench: /usr/bin/time is missing (apt-get install time)" >&2; exit 1; }
+command -v sqlite3 >/dev/null || { echo "bench: sqlite3 shell is missing (apt-get install sqlite3)" >&2; exit 1; }
+
+echo "== build (release)"
+(cd "$ROOT" && cargo build --release --quiet)
+(cd "$ROOT/bench/tools" && cargo build --release --quiet)
+
+rm -rf "$W"; mkdir -p "$W"
+echo "== generate N=$N (bad records: $BAD_PCT%)"
+$T/gen bench "$W/files" "$N" "$BAD_PCT"
+
+sync_lc=$(echo "$SYNC" | tr 'A-Z' 'a-z')
+mkconfig() { # <data_dir> -> config path
+  sed -e "s|^data_dir = .*|data_dir = \"$1\"|" \
+      -e 's|^environments = .*|environments = ["sandbox"]|' \
+      -e "s|^synchronous = .*|synchronous = \"$sync_lc\"|" \
+      -e "s|^cache_mib = .*|cache_mib = $CACHE_MIB|" \
+      "$ROOT/config.example.toml" > "$1.toml"
+  echo "$1.toml"
+}
+now() { date +%s.%N; }
+PHASES="1-creates 2-updates 3-upserts 4-loans 5-relations"
+declare -A PASS RAW JE REC RSS
+
+echo "== bulkload pass, phase by phase (WAL, synchronous=$SYNC, cache ${CACHE_MIB} MiB)"
+D=$W/pass; mkdir -p "$D"; CFG=$(mkconfig "$D")
+$T/bulkload run --config "$CFG" --settle-seconds 0 >/dev/null   # creates the tree and the store
+PICK=$D/lenders/demo/sandbox/import/pickup
+for p in $PHASES; do
+  cp "$W/files/$p"/*.json "$PICK/"
+  $TIME -f "%e %M" -o "$W/time.$p" $T/bulkload run --config "$CFG" --settle-seconds 0 > "$W/pass.$p.log"
+  read -r secs rss < "$W/time.$p"
+  PASS[$p]=$secs; RSS[$p]=$rss
+  fails=$(grep -o '[0-9]* failed' "$W/pass.$p.log" | awk '{s+=$1} END {print s+0}')
+  echo "   $p: ${secs}s, peak RSS ${rss} KiB, failed records: $fails"
+done
+
+echo "== raw prepared-statement loop (same rows, schema, pragmas)"
+$T/raw "$W/raw.sqlite3" "$N" "$SYNC" "$CACHE_MIB" | while read -r _ ph n secs; do echo "$ph $n $secs"; done > "$W/raw.out"
+map_phase() { case $1 in creates) echo 1-creates;; updates) echo 2-updates;; upserts) echo 3-upserts;; loans) echo 4-loans;; relations) echo 5-relations;; esac; }
+while read -r ph n secs; do k=$(map_phase "$ph"); RAW[$k]=$secs; REC[$k]=$n; echo "   $k: ${secs}s ($n rows)"; done < "$W/raw.out"
+
+echo "== sqlite3 shell, json_each over the same files"
+DB=$W/je.sqlite3; rm -f "$DB"*
+sqlite3 "$DB" "PRAGMA journal_mode=WAL;" >/dev/null
+sqlite3 "$DB" < "$ROOT/src/store/schema_v1.sql"
+sqlite3 "$DB" "INSERT INTO bulk_loads (lender, pickup_name, claim, started_at, ended_at, stamp, state) VALUES ('demo','x','x','','','','finished');"
+PRAGMAS="PRAGMA synchronous=$SYNC; PRAGMA foreign_keys=ON; PRAGMA cache_size=-$((CACHE_MIB*1024)); PRAGMA temp_store=MEMORY;"
+F=$W/files
+acct_cols="lender, kind, thread_id, external_id, email, email_key, first_name, last_name, address1, city, state_code, zip_code, phone_primary, created_load, updated_load"
+acct_vals() { echo "'demo', '$1', lower(hex(randomblob(16))), j.value->>'ExternalId', j.value->>'Email', lower(j.value->>'Email'), j.value->>'FirstName', j.value->>'LastName', j.value->>'Address1', j.value->>'City', j.value->>'StateCode', j.value->>'ZipCode', j.value->>'PhonePrimary', 1, 1"; }
+upd_set_x="email = excluded.email, email_key = excluded.email_key, first_name = excluded.first_name, last_name = excluded.last_name, address1 = excluded.address1, city = excluded.city, state_code = excluded.state_code, zip_code = excluded.zip_code, phone_primary = excluded.phone_primary, updated_load = 1"
+declare -A SQL
+SQL[1-creates]="INSERT INTO accounts ($acct_cols) SELECT $(acct_vals employee) FROM json_each(readfile('$F/1-creates/employees_bench.json')) j;
+INSERT INTO account_divisions SELECT a.id, d.value FROM json_each(readfile('$F/1-creates/employees_bench.json')) j CROSS JOIN json_each(j.value->'DivisionThreadIds') d CROSS JOIN accounts a WHERE a.lender = 'demo' AND a.external_id = j.value->>'ExternalId';
+INSERT INTO accounts ($acct_cols) SELECT $(acct_vals borrower) FROM json_each(readfile('$F/1-creates/borrowers_bench.json')) j;"
+SQL[2-updates]="INSERT INTO accounts ($acct_cols) SELECT $(acct_vals employee) FROM json_each(readfile('$F/2-updates/employees_bench.json')) j WHERE true ON CONFLICT (lender, external_id) WHERE external_id IS NOT NULL DO UPDATE SET $upd_set_x;
+INSERT INTO accounts ($acct_cols) SELECT $(acct_vals borrower) FROM json_each(readfile('$F/2-updates/borrowers_bench.json')) j WHERE true ON CONFLICT (lender, external_id) WHERE external_id IS NOT NULL DO UPDATE SET $upd_set_x;"
+SQL[3-upserts]="INSERT INTO accounts ($acct_cols) SELECT $(acct_vals borrower) FROM json_each(readfile('$F/3-upserts/borrowers_upsert.json')) j WHERE true
+ ON CONFLICT (lender, external_id) WHERE external_id IS NOT NULL DO UPDATE SET $upd_set_x;"
+SQL[4-loans]="INSERT INTO loans (lender, thread_id, loan_number, division_thread_id, address1, city, state_code, zip_code, loan_type_id, closing_date, total_loan_amount, loan_purpose_id, created_load, updated_load)
+ SELECT 'demo', lower(hex(randomblob(16))), j.value->>'LoanNumber', j.value->>'DivisionThreadId', j.value->>'Address1', j.value->>'City', j.value->>'StateCode', j.value->>'ZipCode', j.value->>'LoanTypeId', j.value->>'ClosingDate', CAST(j.value->>'TotalLoanAmount' AS TEXT), j.value->>'LoanPurposeId', 1, 1 FROM json_each(readfile('$F/4-loans/loans_bench.json')) j;"
+SQL[5-relations]="INSERT OR IGNORE INTO loan_borrowers SELECT l.id, a.id FROM json_each(readfile('$F/5-relations/loan_borrowers_bench.json')) j CROSS JOIN loans l CROSS JOIN accounts a WHERE l.lender = 'demo' AND l.loan_number = j.value->>'Loan_Number' AND a.lender = 'demo' AND a.external_id = j.value->>'Account_ExternalId';
+INSERT OR IGNORE INTO loan_positions SELECT l.id, a.id, j.value->>'PositionName' FROM json_each(readfile('$F/5-relations/loan_positions_bench.json')) j CROSS JOIN loans l CROSS JOIN accounts a WHERE l.lender = 'demo' AND l.loan_number = j.value->>'Loan_Number' AND a.lender = 'demo' AND a.external_id = j.value->>'Account_ExternalId';"
+for p in $PHASES; do
+  t0=$(now)
+  printf '%s\nBEGIN;\n%s\nCOMMIT;\n' "$PRAGMAS" "${SQL[$p]}" | sqlite3 -bail "$DB" >/dev/null
+  t1=$(now); JE[$p]=$(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.3f", b-a}')
+  echo "   $p: ${JE[$p]}s"
+done
+echo "   row check: $(sqlite3 "$DB" 'SELECT (SELECT count(*) FROM accounts), (SELECT count(*) FROM loans), (SELECT count(*) FROM loan_borrowers)+(SELECT count(*) FROM loan_positions)') (accounts, loans, relations) vs pass: $(sqlite3 "$D/db/sandbox.sqlite3" 'SELECT (SELECT count(*) FROM accounts), (SELECT count(*) FROM loans), (SELECT count(*) FROM loan_borrowers)+(SELECT count(*) FROM loan_positions)')"
+
+echo "== memory: one pass over a $MEM_SMALL and a $MEM_BIG borrowers file (5% bad records, cache ${MEM_CACHE_MIB} MiB)"
+declare -A MEM
+CACHE_MIB=$MEM_CACHE_MIB
+for size in "$MEM_SMALL" "$MEM_BIG"; do
+  M=$W/mem-$size; mkdir -p "$M"; CFG=$(mkconfig "$M")
+  $T/bulkload run --config "$CFG" --settle-seconds 0 >/dev/null
+  $T/gen size "$M/lenders/demo/sandbox/import/pickup/borrowers_mem.json" "$size" 5
+  $TIME -v -o "$W/timev.$size" $T/bulkload run --config "$CFG" --settle-seconds 0 > "$W/mem.$size.log"
+  MEM[$size]=$(awk -F': ' '/Maximum resident set size/ {print $2}' "$W/timev.$size")
+  el=$(awk -F': ' '/Elapsed \(wall clock\)/ {print $2}' "$W/timev.$size")
+  echo "   $size: peak RSS ${MEM[$size]} KiB, wall $el, $(grep -o 'load [0-9]* .*failed' "$W/mem.$size.log" | sed 's/ ->.*//')"
+  rm -rf "$M"
+done
+
+echo
+echo "== results (records/s; ratio = pass / raw loop; target >= 0.50)"
+printf '%-12s %10s %12s %12s %12s %10s %10s\n' phase records pass/s raw-loop/s json_each/s pass/raw pass/je
+for p in $PHASES; do
+  awk -v p="$p" -v n="${REC[$p]}" -v a="${PASS[$p]}" -v b="${RAW[$p]}" -v c="${JE[$p]}" 'BEGIN {
+    pa = n / a; rb = n / b; jc = n / c;
+    printf "%-12s %10d %12.0f %12.0f %12.0f %10.2f %10.2f\n", p, n, pa, rb, jc, pa / rb, pa / jc }'
+done
+awk -v c="$MEM_CACHE_MIB" -v s="${MEM[$MEM_SMALL]}" -v b="${MEM[$MEM_BIG]}" -v ss="$MEM_SMALL" -v bs="$MEM_BIG" 'BEGIN {
+  printf "peak RSS: %s file %.1f MiB, %s file %.1f MiB, ratio %.2f (cache %s MiB; targets: <= 2.00 and < 100 MiB)\n", ss, s/1024, bs, b/1024, b/s, c }'
+echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(date -u +%Y-%m-%dT%H:%MZ), synchronous=$SYNC"
