@@ -393,16 +393,16 @@ fn numbers_out_of_range() {
         vec![
             (
                 0,
-                "LoanTypeId: 18446744073709551615 is out of range (at most 9223372036854775807)."
+                "LoanTypeId: 18446744073709551615 is out of range (from -9223372036854775808 to 9223372036854775807)."
                     .to_string()
             ),
             (
                 1,
-                "LoanTypeId: expected an integer, found 1e+20.".to_string()
+                "LoanTypeId: 1e+20 is out of range (from -9223372036854775808 to 9223372036854775807).".to_string()
             ),
             (
                 2,
-                "LoanTypeId: expected an integer, found -9.223372036854776e+18.".to_string()
+                "LoanTypeId: -9.223372036854776e+18 is out of range (from -9223372036854775808 to 9223372036854775807).".to_string()
             ),
             (3, "LoanTypeId: expected an integer, found 1.5.".to_string()),
         ]
