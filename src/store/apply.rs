@@ -199,6 +199,20 @@ impl Applier<'_> {
         }
     }
 
+    /// Runs the INSERT or UPDATE of an entity row; a unique-index violation (the lender's id is
+    /// taken) becomes the record's problem.
+    fn write_row(&self, sql: &str, vals: &[Value], r: &Record) -> Result<(), ApplyError> {
+        match self
+            .conn
+            .prepare_cached(sql)?
+            .execute(params_from_iter(vals.iter()))
+        {
+            Ok(_) => Ok(()),
+            Err(e) if is_unique_violation(&e) => Err(self.taken(r)?),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// The error for a unique index on the lender's id.
     fn taken(&self, r: &Record) -> Result<ApplyError, rusqlite::Error> {
         let field = r.kind.lender_id_field();
@@ -315,15 +329,7 @@ impl Applier<'_> {
         vals.push(Value::Integer(self.load_id));
         let marks = vec!["?"; cols.len()].join(", ");
         let sql = format!("INSERT INTO {table} ({}) VALUES ({marks})", cols.join(", "));
-        match self
-            .conn
-            .prepare_cached(&sql)?
-            .execute(params_from_iter(vals.iter()))
-        {
-            Ok(_) => {}
-            Err(e) if is_unique_violation(&e) => return Err(self.taken(r)?),
-            Err(e) => return Err(e.into()),
-        }
+        self.write_row(&sql, &vals, r)?;
         let id = self.conn.last_insert_rowid();
         match kind {
             Kind::Employees => {
@@ -476,15 +482,7 @@ impl Applier<'_> {
         vals.push(Value::Integer(self.load_id));
         vals.push(Value::Integer(found.id));
         let sql = format!("UPDATE {table} SET {} WHERE id = ?", sets.join(", "));
-        match self
-            .conn
-            .prepare_cached(&sql)?
-            .execute(params_from_iter(vals.iter()))
-        {
-            Ok(_) => {}
-            Err(e) if is_unique_violation(&e) => return Err(self.taken(r)?),
-            Err(e) => return Err(e.into()),
-        }
+        self.write_row(&sql, &vals, r)?;
         if kind == Kind::Brokers && email_changed {
             if let Some(owner) = email_target {
                 self.conn
