@@ -391,8 +391,6 @@ fn mixed(dir: &Path, n: u64, bad: u64) {
     }
     o.done(&p);
     loans_file(dir.join("loans_mixed.json"), n, bad);
-    let plan = Plan { n: 2 * n };
-    let _ = plan;
     let p = dir.join("loan_borrowers_mixed.json");
     let mut o = Out::create(&p);
     for i in 0..n {
