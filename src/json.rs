@@ -201,10 +201,12 @@ fn sniff<R: BufRead>(r: &mut R) -> Result<(), FileError> {
     if head.starts_with(&[0xFF, 0xFE]) {
         return named("UTF-16 little-endian (byte order mark FF FE)");
     }
-    if head.len() >= 2 && head[0] == 0 && head[1] != 0 {
+    // Without a BOM, UTF-16 shows as a zero byte in every other position of the first
+    // characters; a lone NUL after `[` is just a malformed UTF-8 file.
+    if head.len() >= 4 && head[0] == 0 && head[2] == 0 && head[1] != 0 && head[3] != 0 {
         return named("UTF-16 big-endian (no byte order mark)");
     }
-    if head.len() >= 2 && head[0] != 0 && head[1] == 0 {
+    if head.len() >= 4 && head[1] == 0 && head[3] == 0 && head[0] != 0 && head[2] != 0 {
         return named("UTF-16 little-endian (no byte order mark)");
     }
     Ok(())
@@ -409,6 +411,9 @@ mod tests {
         );
         let e = run(b"[\x00]\x00").unwrap_err();
         assert!(matches!(e, FileError::Encoding(_)));
+        // A NUL byte after `[` in a UTF-8 file is a syntax error, not UTF-16.
+        let e = run(b"[\x00{}]").unwrap_err();
+        assert!(matches!(e, FileError::Malformed(_)), "{e}");
     }
 
     #[test]
