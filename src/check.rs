@@ -3,15 +3,17 @@
 //!
 //! Owns: the `bulkload check` report. Reads each file twice (once for well-formedness, so a
 //! file-level error is known before any problem is printed; once to validate), in constant memory.
-//! Must not: open the store, or write or move any file.
+//! Must not: open the store, or write or move any file; word a refusal or a problem itself (the
+//! messages are `input::FileError`'s and `problem::Problem`'s, as in a result file).
 
 use std::io::{self, Write};
 use std::path::Path;
 
 use crate::config::{Config, Lender};
-use crate::json::{self, Bounds, StreamError};
+use crate::input::json::{self, JsonReader};
+use crate::input::{Bounds, FileError, ReadError, RecordReader};
 use crate::layout::{self, FileClass};
-use crate::records::{self, Ctx};
+use crate::records::{self, Ctx, Kind};
 
 /// What the store-dependent checks are, for the report's `Skipped` note.
 pub const SKIPPED: &str = "Checks that need the store were skipped: uniqueness of ExternalId, IdNumber, LoanNumber and Email; existence of the records that updates and relations name.";
@@ -51,12 +53,27 @@ pub fn check_file(
     let kind = match layout::classify(&name) {
         FileClass::Records(k) => k,
         FileClass::UnknownType => {
-            return file_error(out, &format!("The file name \"{name}\" does not start with a known record type; nothing would be applied."))
+            let e = FileError::UnknownType {
+                name,
+                known: Kind::ALL.map(Kind::prefix).join(", "),
+            };
+            return file_error(out, &e.to_string());
         }
-        FileClass::NotJson(_) => {
-            return file_error(out, &format!("The file name \"{name}\" does not end in .json; nothing would be applied."))
+        FileClass::NotJson(k) => {
+            let e = FileError::NotJson {
+                name,
+                noun: k.noun(),
+                prefix: k.prefix(),
+            };
+            return file_error(out, &e.to_string());
         }
     };
+    if name.len() > layout::MAX_PICKUP_NAME_BYTES {
+        let e = FileError::NameTooLong {
+            limit: layout::MAX_PICKUP_NAME_BYTES,
+        };
+        return file_error(out, &e.to_string());
+    }
     if crate::fsutil::open_nofollow(path).and_then(json::is_blank)? {
         return file_error(
             out,
@@ -64,18 +81,9 @@ pub fn check_file(
         );
     }
     // First read: is it a well-formed array at all?
-    let first = json::stream_array::<_, _, ()>(
-        crate::fsutil::open_nofollow(path)?,
-        bounds,
-        None,
-        |_, _| Ok(()),
-    );
-    if let Err(e) = first {
-        let msg = match e {
-            StreamError::File(f) => f.to_string(),
-            StreamError::Callback(()) => String::new(),
-        };
-        return file_error(out, &msg);
+    let mut first = JsonReader::new(crate::fsutil::open_nofollow(path)?, bounds);
+    if let Err(ReadError::File(e)) = first.read(&mut |_, _| Ok(())) {
+        return file_error(out, &e.to_string());
     }
     let ctx = cfg.map(|(c, l)| Ctx {
         lender: l,
@@ -89,27 +97,22 @@ pub fn check_file(
     write!(out, "  \"Problems\": [")?;
     let mut problems = 0u64;
     let mut io_failure = None;
-    let records = json::stream_array::<_, _, ()>(
-        crate::fsutil::open_nofollow(path)?,
-        bounds,
-        None,
-        |index, element| {
-            if let Err(rej) = records::validate(kind, element, ctx) {
-                for m in rej.messages {
-                    let sep = if problems == 0 { "\n" } else { ",\n" };
-                    problems += 1;
-                    let line = js(&m).and_then(|m| {
-                    write!(out, "{sep}    {{\n      \"Index\": {index},\n      \"Message\": {m}\n    }}")
-                });
-                    if let Err(e) = line {
-                        io_failure = Some(e);
-                        return Err(());
-                    }
+    let mut second = JsonReader::new(crate::fsutil::open_nofollow(path)?, bounds);
+    let records = second.read(&mut |index, element| {
+        if let Err(rej) = records::validate(kind, element, ctx) {
+            for p in rej.problems.iter() {
+                let sep = if problems == 0 { "\n" } else { ",\n" };
+                problems += 1;
+                let line = write!(out, "{sep}")
+                    .and_then(|_| crate::problem::write_json(out, 4, index as i64, &p.message()));
+                if let Err(e) = line {
+                    io_failure = Some(e);
+                    return Err(crate::input::Stopped);
                 }
             }
-            Ok(())
-        },
-    );
+        }
+        Ok(())
+    });
     if let Some(e) = io_failure {
         return Err(e);
     }

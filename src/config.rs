@@ -225,6 +225,9 @@ struct RawLender {
     authorized_keys: Option<PathBuf>,
     #[serde(default)]
     divisions: Vec<RawDivision>,
+    /// Refuse a partner whose LicenseId another partner of the lender has.
+    #[serde(default)]
+    partner_dedupe: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -336,6 +339,8 @@ pub struct Lender {
     pub password_hash: Option<Secret>,
     pub authorized_keys: Option<PathBuf>,
     pub divisions: Vec<Division>,
+    /// Refuse a partner whose LicenseId another partner of the lender has (partners).
+    pub partner_dedupe: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -417,6 +422,21 @@ impl Default for Lookups {
 }
 
 impl Lookups {
+    /// One platform table by its lookup-file name, with the noun messages use for its ids.
+    pub fn table(&self, name: &str) -> Option<(&'static str, &[LookupEntry])> {
+        let noun = match name {
+            "loan_purposes" => "loan purpose",
+            "loan_occupancies" => "loan occupancy",
+            "loan_statuses" => "loan status",
+            "loan_types" => "loan type",
+            "agencies" => "agency",
+            "structure_types" => "structure type",
+            _ => return None,
+        };
+        let entries = self.tables().into_iter().find(|(n, _)| *n == name)?.1;
+        Some((noun, entries))
+    }
+
     /// The platform tables with their lookup-file names, in a fixed order.
     pub fn tables(&self) -> [(&'static str, &[LookupEntry]); 6] {
         [
@@ -585,6 +605,7 @@ impl Config {
                 password_hash: l.password_hash,
                 authorized_keys: l.authorized_keys.as_deref().map(resolve),
                 divisions,
+                partner_dedupe: l.partner_dedupe,
             });
         }
 

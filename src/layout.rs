@@ -70,6 +70,12 @@ pub fn pass_lock_path(data_dir: &Path) -> PathBuf {
     data_dir.join("pass.lock")
 }
 
+/// The longest pickup name (in bytes) whose derived names all fit the file system's 255 bytes:
+/// the claim `<17-digit stamp>-<8 hex>__<name>` adds 28 bytes (≤ 227), the result
+/// `<stem>.<stamp>.result.json` adds 30 to the stem (≤ 225), the processed
+/// `<stem>.<stamp>.<ext>` adds 18 (≤ 237). The SFTP server refuses longer upload names.
+pub const MAX_PICKUP_NAME_BYTES: usize = 225;
+
 /// Names a pass never picks up: hidden names and the usual partial-upload suffixes.
 pub fn is_ignored_name(name: &str) -> bool {
     name.starts_with('.')
@@ -116,6 +122,13 @@ pub fn result_name(pickup_name: &str, stamp: &str) -> String {
 /// `yyyyMMddHHmmssfff`, UTC.
 pub fn stamp(t: DateTime<Utc>) -> String {
     t.format("%Y%m%d%H%M%S%3f").to_string()
+}
+
+/// The stamp one millisecond after `s` (same 17-digit form).
+pub fn next_stamp(s: &str) -> String {
+    chrono::NaiveDateTime::parse_from_str(s, "%Y%m%d%H%M%S%3f")
+        .map(|t| stamp(t.and_utc() + chrono::Duration::milliseconds(1)))
+        .unwrap_or_else(|_| stamp(Utc::now()))
 }
 
 /// What a pickup file's name says it is.
@@ -209,6 +222,27 @@ mod tests {
         let t = Utc.with_ymd_and_hms(2023, 12, 22, 7, 0, 16).unwrap()
             + chrono::Duration::milliseconds(329);
         assert_eq!(stamp(t), "20231222070016329");
+    }
+
+    #[test]
+    fn every_derived_name_of_the_longest_pickup_name_fits() {
+        let stamp = "20231222070016329";
+        for name in [
+            "x".repeat(MAX_PICKUP_NAME_BYTES),
+            format!("{}.json", "x".repeat(MAX_PICKUP_NAME_BYTES - 5)),
+            format!("{}.", "x".repeat(MAX_PICKUP_NAME_BYTES - 1)),
+        ] {
+            assert_eq!(name.len(), MAX_PICKUP_NAME_BYTES);
+            let claim = format!("{stamp}-0123abcd__{name}");
+            for derived in [
+                claim,
+                result_name(&name, stamp),
+                processed_stamped_name(&name, stamp),
+                processed_last_name(&name),
+            ] {
+                assert!(derived.len() <= 255, "{} bytes", derived.len());
+            }
+        }
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use bulkload::batch::{run_pass, PassOptions};
+use bulkload::files::{run_pass, PassOptions};
 use bulkload::config::Config;
 
 #[derive(Parser)]
@@ -113,6 +113,7 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
                 settle,
                 progress: true,
                 stop: None,
+                queue: None,
             };
             // A closed stdout (`bulkload run | head -1`) must not stop the pass: println! would
             // panic after the first file. Summaries are best effort; the logs and results are not.

@@ -90,11 +90,8 @@ pub fn write_result<W: Write + ?Sized>(
     problems(&mut |index, message| {
         let sep = if first { "\n" } else { ",\n" };
         first = false;
-        write!(
-            out,
-            "{sep}    {{\n      \"Index\": {index},\n      \"Message\": {}\n    }}",
-            js(message)?
-        )
+        write!(out, "{sep}")?;
+        crate::problem::write_json(out, 4, index, message)
     })?;
     if first {
         writeln!(out, "]")?;

@@ -3,7 +3,7 @@
 //! Owns: running passes off the async threads, one at a time (a request that arrives while a
 //! pass runs is remembered and served by one more pass right after), the cron job, the
 //! debounced on-upload trigger, and stopping a pass after its current file on shutdown.
-//! Must not: process files itself (that is `batch::run_pass`), or let two passes overlap.
+//! Must not: process files itself (that is `files::run_pass`), or let two passes overlap.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -13,7 +13,7 @@ use tokio::sync::{Mutex, Notify};
 use tokio_cron_scheduler::{Job, JobScheduler};
 use tokio_util::sync::CancellationToken;
 
-use crate::batch::{run_pass, PassOptions};
+use crate::files::{run_pass, PassOptions};
 use crate::config::Config;
 
 #[derive(Debug, thiserror::Error)]
@@ -77,6 +77,7 @@ impl Passes {
                 settle,
                 progress: false,
                 stop: Some(&stop),
+                queue: None,
             };
             run_pass(&cfg, &opts, &mut |ev| tracing::info!("{}", ev.summary()))
         })

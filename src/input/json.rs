@@ -1,9 +1,10 @@
 //! JSON input: streams the elements of a top-level array from any reader, in constant memory.
 //!
-//! Owns: encoding detection (UTF-8 with or without BOM; UTF-16/32 refused by name), the blank-file
-//! test, the streaming array visitor, the per-record and per-file bounds, and `Json`, a value type
-//! that keeps an object's members in order *including repeated names* (serde_json's `Value` would
-//! silently keep the last one). File-level problems come back as `FileError` with line and column.
+//! Owns: encoding detection (UTF-8 with or without BOM; UTF-16/32 refused by name), the blank
+//! test, the streaming array visitor that builds `input::Value`s (serde_json's own `Value` would
+//! silently keep the last of repeated names), the per-record and per-file bounds, and
+//! `JsonReader`, the `RecordReader` of JSON files. File-level problems come back as `FileError`
+//! with line and column.
 //! Must not: know about record types or the store.
 
 use serde::de::{self, Deserialize, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
@@ -12,112 +13,66 @@ use std::fmt;
 use std::io::{self, BufRead, BufReader, Read};
 use std::rc::Rc;
 
-/// A parsed JSON value with object members in source order, repeats kept.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Json {
-    Null,
-    Bool(bool),
-    Number(serde_json::Number),
-    String(String),
-    Array(Vec<Json>),
-    Object(Vec<(String, Json)>),
-}
-
-impl Json {
-    /// Bytes of string data (keys and strings) held, plus one per value: a cheap measure of the
-    /// memory a value takes, for bounding how many are in flight.
-    pub fn text_len(&self) -> usize {
-        match self {
-            Json::String(s) => s.len() + 1,
-            Json::Array(v) => v.iter().map(Json::text_len).sum::<usize>() + 1,
-            Json::Object(m) => m.iter().map(|(k, v)| k.len() + v.text_len()).sum::<usize>() + 1,
-            _ => 1,
-        }
-    }
-}
+use super::{Bounds, FileError, Flow, ReadError, RecordReader, Stopped, Value};
 
 struct JsonVisitor;
 
 impl<'de> Visitor<'de> for JsonVisitor {
-    type Value = Json;
+    type Value = Value;
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("any JSON value")
     }
-    fn visit_unit<E>(self) -> Result<Json, E> {
-        Ok(Json::Null)
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
     }
-    fn visit_none<E>(self) -> Result<Json, E> {
-        Ok(Json::Null)
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
     }
-    fn visit_bool<E>(self, v: bool) -> Result<Json, E> {
-        Ok(Json::Bool(v))
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
     }
-    fn visit_i64<E>(self, v: i64) -> Result<Json, E> {
-        Ok(Json::Number(v.into()))
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::Number(v.into()))
     }
-    fn visit_u64<E>(self, v: u64) -> Result<Json, E> {
-        Ok(Json::Number(v.into()))
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::Number(v.into()))
     }
-    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Json, E> {
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Value, E> {
         serde_json::Number::from_f64(v)
-            .map(Json::Number)
+            .map(Value::Number)
             .ok_or_else(|| E::custom("number out of range"))
     }
-    fn visit_str<E>(self, v: &str) -> Result<Json, E> {
-        Ok(Json::String(v.to_string()))
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_string()))
     }
-    fn visit_string<E>(self, v: String) -> Result<Json, E> {
-        Ok(Json::String(v))
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
     }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Json, A::Error> {
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
         let mut v = Vec::new();
         while let Some(e) = seq.next_element()? {
             v.push(e);
         }
-        Ok(Json::Array(v))
+        Ok(Value::Array(v))
     }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Json, A::Error> {
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
         let mut v = Vec::new();
-        while let Some((k, e)) = map.next_entry::<String, Json>()? {
+        while let Some((k, e)) = map.next_entry::<String, Value>()? {
             v.push((k, e));
         }
-        Ok(Json::Object(v))
+        Ok(Value::Object(v))
     }
 }
 
-impl<'de> Deserialize<'de> for Json {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Json, D::Error> {
+impl<'de> Deserialize<'de> for Value {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Value, D::Error> {
         d.deserialize_any(JsonVisitor)
     }
 }
 
 /// Parses one complete JSON text (tests, small inputs).
-pub fn parse_one(text: &str) -> Result<Json, serde_json::Error> {
+pub fn parse_one(text: &str) -> Result<Value, serde_json::Error> {
     serde_json::from_str(text)
-}
-
-/// Why a whole file was refused. The message is what the result file's `ErrorMessage` says.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum FileError {
-    #[error("The file is {0}; pickup files must be UTF-8 JSON.")]
-    Encoding(String),
-    #[error("The file is not a well-formed JSON array: {0}.")]
-    Malformed(String),
-    #[error("The file ends before its JSON array is complete (truncated?): {0}.")]
-    Truncated(String),
-    #[error("Record {index} is larger than the limit of {limit} bytes; nothing in this file was applied.")]
-    RecordTooLarge { index: u64, limit: u64 },
-    #[error("The file holds more than {limit} records; nothing in this file was applied. Split it into smaller files.")]
-    TooManyRecords { limit: u64 },
-    #[error("Reading the file failed: {0}.")]
-    Io(String),
-}
-
-/// Bounds on one file.
-#[derive(Debug, Clone, Copy)]
-pub struct Bounds {
-    pub max_record_bytes: u64,
-    pub max_records: u64,
 }
 
 /// Shared between the reader and the visitor: bytes consumed so far and where the current
@@ -128,6 +83,8 @@ struct Position {
     element_start: Cell<u64>,
     element: Cell<u64>,
     in_element: Cell<bool>,
+    /// Set when the reader refused a record over its bound.
+    too_large: Cell<bool>,
 }
 
 const RECORD_TOO_LARGE: &str = "bulkload: record too large";
@@ -175,6 +132,7 @@ impl<R: Read> Read for BoundedReader<R> {
         let c = p.consumed.get() + n as u64;
         p.consumed.set(c);
         if p.in_element.get() && c.saturating_sub(p.element_start.get()) > self.max_record {
+            p.too_large.set(true);
             return Err(io::Error::other(RECORD_TOO_LARGE));
         }
         Ok(n)
@@ -254,7 +212,7 @@ struct ArrayVisitor<'a, F, E> {
 
 impl<'de, F, E> Visitor<'de> for ArrayVisitor<'_, F, E>
 where
-    F: FnMut(u64, Json) -> Step<E>,
+    F: FnMut(u64, Value) -> Step<E>,
 {
     type Value = u64;
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
@@ -266,7 +224,7 @@ where
             self.pos.element_start.set(self.pos.consumed.get());
             self.pos.element.set(index);
             self.pos.in_element.set(true);
-            let next = seq.next_element::<Json>()?;
+            let next = seq.next_element::<Value>()?;
             self.pos.in_element.set(false);
             let Some(element) = next else { break };
             if index >= self.bounds.max_records {
@@ -287,7 +245,7 @@ where
 
 impl<'de, F, E> DeserializeSeed<'de> for ArrayVisitor<'_, F, E>
 where
-    F: FnMut(u64, Json) -> Step<E>,
+    F: FnMut(u64, Value) -> Step<E>,
 {
     type Value = u64;
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<u64, D::Error> {
@@ -301,10 +259,13 @@ fn describe(e: serde_json::Error) -> FileError {
     match e.classify() {
         Category::Eof => FileError::Truncated(text),
         Category::Io => FileError::Io(text),
-        _ if text.starts_with("invalid unicode code point") => {
+        // serde_json gives these no code of their own: its message is all there is.
+        Category::Syntax if text.starts_with("invalid unicode code point") => {
             FileError::Malformed(format!("{text} (the file must be UTF-8)"))
         }
-        _ if text.starts_with("invalid type") => {
+        // Elements are read by our own visitor, which refuses nothing: a type error can only
+        // be the top level's (a number out of range is refused with a message of its own).
+        Category::Data if text.starts_with("invalid type") => {
             FileError::Malformed(format!("the top level is not an array ({text})"))
         }
         _ => FileError::Malformed(text),
@@ -321,7 +282,7 @@ pub fn stream_array<R, F, E>(
 ) -> Result<u64, StreamError<E>>
 where
     R: Read,
-    F: FnMut(u64, Json) -> Step<E>,
+    F: FnMut(u64, Value) -> Step<E>,
 {
     let mut buffered = BufReader::with_capacity(1 << 20, reader);
     sniff(&mut buffered).map_err(StreamError::File)?;
@@ -329,7 +290,7 @@ where
     let bounded = BoundedReader::new(buffered, pos.clone(), bounds.max_record_bytes);
     let mut failure: Option<StreamError<E>> = None;
     let mut last_report = 0u64;
-    let mut wrapped = |i: u64, v: Json| {
+    let mut wrapped = |i: u64, v: Value| {
         if let Some(p) = progress {
             let c = pos.consumed.get();
             if c - last_report > (1 << 20) {
@@ -355,7 +316,7 @@ where
             if let Some(f) = failure {
                 return Err(f);
             }
-            if e.is_io() && e.to_string().contains(RECORD_TOO_LARGE) {
+            if pos.too_large.get() {
                 return Err(StreamError::File(FileError::RecordTooLarge {
                     index: pos.element.get(),
                     limit: bounds.max_record_bytes,
@@ -363,6 +324,43 @@ where
             }
             Err(StreamError::File(describe(e)))
         }
+    }
+}
+
+/// The `RecordReader` of a JSON file: a top-level array of objects.
+pub struct JsonReader<R> {
+    reader: Option<R>,
+    bounds: Bounds,
+    progress: Option<Box<dyn Fn(u64) + Send + Sync>>,
+}
+
+impl<R: Read + Send> JsonReader<R> {
+    pub fn new(reader: R, bounds: Bounds) -> Self {
+        JsonReader {
+            reader: Some(reader),
+            bounds,
+            progress: None,
+        }
+    }
+    /// Reports the bytes read so far, about every MiB.
+    pub fn with_progress(mut self, f: Box<dyn Fn(u64) + Send + Sync>) -> Self {
+        self.progress = Some(f);
+        self
+    }
+}
+
+impl<R: Read + Send> RecordReader for JsonReader<R> {
+    fn read(&mut self, sink: &mut dyn FnMut(u64, Value) -> Flow) -> Result<u64, ReadError> {
+        let Some(reader) = self.reader.take() else {
+            return Err(ReadError::File(FileError::Io("the input was read already".into())));
+        };
+        let progress = self.progress.as_deref().map(|p| p as &dyn Fn(u64));
+        stream_array::<_, _, Stopped>(reader, self.bounds, progress, |i, v| sink(i, v)).map_err(
+            |e| match e {
+                StreamError::File(f) => ReadError::File(f),
+                StreamError::Callback(Stopped) => ReadError::Stopped,
+            },
+        )
     }
 }
 
@@ -375,7 +373,7 @@ mod tests {
         max_records: 1000,
     };
 
-    fn run(input: &[u8]) -> Result<Vec<Json>, FileError> {
+    fn run(input: &[u8]) -> Result<Vec<Value>, FileError> {
         let mut out = Vec::new();
         stream_array::<_, _, ()>(input, B, None, |_, v| {
             out.push(v);
@@ -391,12 +389,13 @@ mod tests {
     #[test]
     fn streams_elements_and_keeps_repeats() {
         let v = run(br#"[{"a":1,"A":2}, 3, "x"]"#).unwrap();
+        assert_eq!(v[1], Value::Number(3.into()));
         assert_eq!(v.len(), 3);
         assert_eq!(
             v[0],
-            Json::Object(vec![
-                ("a".into(), Json::Number(1.into())),
-                ("A".into(), Json::Number(2.into()))
+            Value::Object(vec![
+                ("a".into(), Value::Number(1.into())),
+                ("A".into(), Value::Number(2.into()))
             ])
         );
     }

@@ -1,0 +1,571 @@
+//! Files: the pickup-file intake. One pass over every lender and environment.
+//!
+//! Owns: the pass lock, the folder tree and lookups at the start of a pass, recovery of loads a
+//! killed pass left unfinished, scanning `pickup/` (ignored names, settle time), dependency order,
+//! claiming a file, deciding what it is (blank, refused, or records), handing it to
+//! `engine::apply_load`, the result file and the processed rotation.
+//! Must not: apply records itself (that is the engine's), move a file before its load is
+//! committed, or stop a pass because one file or one lender is bad: a failure tied to one file
+//! becomes that file's result (or a logged, counted skip); only a store or data-folder failure
+//! stops a pass.
+//!
+//! Exactly once: a file is claimed by renaming it from `pickup/` into the private
+//! `work/<env>/<lender>/<claim>__<name>` before it is even opened; its records and its load row
+//! (keyed by the claim) commit in one transaction; only then are the result written and the
+//! file moved to `processed/`, and the load marked finished. Each step after the commit is
+//! idempotent, and every pass first completes what a killed one left (`recover`).
+
+use chrono::Utc;
+use std::fs::{self, File};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime};
+
+use crate::config::{Config, Lender};
+use crate::engine::{self, LoadRequest, WriterQueue};
+use crate::failpoint;
+use crate::fsutil::{self, rename_durable};
+use crate::input::json::{self as json_input, JsonReader};
+use crate::input::{Bounds, FileError, RecordReader};
+use crate::layout::{self, FileClass, LenderDirs};
+use crate::records::Kind;
+use crate::result::{write_result, ResultHeader};
+use crate::store::{self, LoadKey, LoadRow, Source, Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PassError {
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    #[error("{what} {path}: {source}")]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
+}
+
+fn io_err<'p>(what: &'static str, path: &'p Path) -> impl FnOnce(io::Error) -> PassError + 'p {
+    move |source| PassError::Io {
+        what,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// How a pass behaves.
+#[derive(Default)]
+pub struct PassOptions<'a> {
+    /// Files whose mtime is younger than this are left for the next pass.
+    pub settle: Duration,
+    /// Show a progress bar on a terminal while a large file is applied.
+    pub progress: bool,
+    /// Set to stop the pass after the file it is on (graceful shutdown).
+    pub stop: Option<&'a AtomicBool>,
+    /// The daemon's single writer (a pass takes its turn); `None` in a one-shot `bulkload run`.
+    pub queue: Option<&'a WriterQueue>,
+}
+
+/// What happened to one pickup file.
+#[derive(Debug, Clone)]
+#[allow(clippy::large_enum_variant)] // one event per file: size does not matter
+pub enum FileEvent {
+    /// A blank file, deleted without a result.
+    Discarded {
+        env: String,
+        lender: String,
+        name: String,
+    },
+    /// A file with its load (new, or completed after an interrupted pass).
+    Loaded {
+        env: String,
+        lender: String,
+        load: LoadRow,
+        processed_name: String,
+        result_name: String,
+    },
+    /// A file (or a lender's folders) that could not be handled this pass; tried again next pass.
+    Skipped {
+        env: String,
+        lender: String,
+        name: String,
+        reason: String,
+    },
+}
+
+impl FileEvent {
+    /// The one-line summary `bulkload run` prints.
+    pub fn summary(&self) -> String {
+        match self {
+            FileEvent::Discarded { env, lender, name } => {
+                format!("{env}/{lender} {name}: blank file discarded (no result)")
+            }
+            FileEvent::Loaded {
+                env,
+                lender,
+                load,
+                processed_name,
+                result_name,
+            } => {
+                let c = &load.counts;
+                let what = match &load.error_message {
+                    Some(e) => format!("refused: {e}"),
+                    None => format!(
+                        "{} created, {} updated, {} added, {} deleted, {} failed",
+                        c.create_success,
+                        c.update_success,
+                        c.add_success,
+                        c.delete_success,
+                        c.failures()
+                    ),
+                };
+                format!(
+                    "{env}/{lender} {}: load {} {what} -> processed/{processed_name}, results/{result_name}",
+                    load.pickup_name, load.id
+                )
+            }
+            FileEvent::Skipped {
+                env,
+                lender,
+                name,
+                reason,
+            } => format!("{env}/{lender} {name}: skipped, to be tried again next pass: {reason}"),
+        }
+    }
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+pub struct PassSummary {
+    pub files: usize,
+    pub discarded: usize,
+    /// Files or lenders skipped after a failure of their own (logged; tried again next pass).
+    pub skipped: usize,
+    /// The pass stopped early on request.
+    pub stopped: bool,
+}
+
+/// Runs one pass over every lender and environment. `on_file` hears about each file as it is done.
+pub fn run_pass(
+    cfg: &Config,
+    opts: &PassOptions<'_>,
+    on_file: &mut dyn FnMut(&FileEvent),
+) -> Result<PassSummary, PassError> {
+    let _turn = opts.queue.map(WriterQueue::turn);
+    fs::create_dir_all(&cfg.data_dir).map_err(io_err("cannot create data dir", &cfg.data_dir))?;
+    let lock_path = layout::pass_lock_path(&cfg.data_dir);
+    let lock = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(io_err("cannot open pass lock", &lock_path))?;
+    lock.lock()
+        .map_err(io_err("cannot take pass lock", &lock_path))?;
+
+    let mut summary = PassSummary::default();
+    for env in &cfg.environments {
+        let mut store = store::open(&layout::store_path(&cfg.data_dir, env), cfg.store)?;
+        for lender in &cfg.lenders {
+            let dirs = layout::lender_dirs(&cfg.data_dir, &lender.id, env);
+            let mut lp = LenderPass {
+                cfg,
+                env,
+                lender,
+                dirs: &dirs,
+                store: &mut *store,
+                opts,
+                on_file,
+                summary: &mut summary,
+            };
+            match lp.run() {
+                Ok(()) => {}
+                Err(PassError::Store(e)) => return Err(PassError::Store(e)),
+                // One lender's folders failing never stops the others.
+                Err(e) => {
+                    tracing::error!(env = %env, lender = %lender.id, error = %e, "lender skipped this pass");
+                    summary.skipped += 1;
+                    on_file(&FileEvent::Skipped {
+                        env: env.clone(),
+                        lender: lender.id.clone(),
+                        name: "(all files)".into(),
+                        reason: e.to_string(),
+                    });
+                }
+            }
+            if summary.stopped {
+                return Ok(summary);
+            }
+        }
+    }
+    Ok(summary)
+}
+
+struct LenderPass<'a, 'o> {
+    cfg: &'a Config,
+    env: &'a str,
+    lender: &'a Lender,
+    dirs: &'a LenderDirs,
+    store: &'a mut dyn Store,
+    opts: &'a PassOptions<'o>,
+    on_file: &'a mut dyn FnMut(&FileEvent),
+    summary: &'a mut PassSummary,
+}
+
+impl LenderPass<'_, '_> {
+    fn run(&mut self) -> Result<(), PassError> {
+        let d = self.dirs;
+        d.ensure_tree()
+            .map_err(io_err("cannot create folders under", &d.home))?;
+        for dir in [&d.results, &d.lookups] {
+            fsutil::remove_stale_temps(dir).map_err(io_err("cannot clean", dir))?;
+        }
+        crate::lookups::write_all(self.cfg, self.lender, &d.lookups)
+            .map_err(io_err("cannot write lookups in", &d.lookups))?;
+        self.recover()?;
+        for name in self.scan()? {
+            if self.opts.stop.is_some_and(|s| s.load(Ordering::SeqCst)) {
+                self.summary.stopped = true;
+                return Ok(());
+            }
+            let from = d.pickup.join(&name);
+            let claim = claim_name(&name);
+            let claimed = d.work.join(&claim);
+            match rename_durable(&from, &claimed) {
+                Ok(()) => {}
+                // Gone since the scan (the lender removed it): nothing to do.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => {
+                    self.skip(&name, format!("cannot claim it: {e}"));
+                    continue;
+                }
+            }
+            failpoint::hit("claimed");
+            self.guarded(&claim, |lp| lp.process(&claim))?;
+        }
+        Ok(())
+    }
+
+    /// Runs one file's step; a failure of its own (not the store's) becomes a logged, counted
+    /// skip, and the pass goes on.
+    fn guarded(
+        &mut self,
+        what: &str,
+        step: impl FnOnce(&mut Self) -> Result<(), PassError>,
+    ) -> Result<(), PassError> {
+        match step(self) {
+            Err(PassError::Io { what: w, path, source }) => {
+                self.skip(what, format!("{w} {}: {source}", path.display()));
+                Ok(())
+            }
+            other => other,
+        }
+    }
+
+    fn skip(&mut self, name: &str, reason: String) {
+        tracing::error!(env = self.env, lender = %self.lender.id, file = %name, %reason, "file skipped this pass");
+        self.summary.skipped += 1;
+        (self.on_file)(&FileEvent::Skipped {
+            env: self.env.to_string(),
+            lender: self.lender.id.clone(),
+            name: name.to_string(),
+            reason,
+        });
+    }
+
+    /// Pickup files ready for this pass, in dependency order.
+    fn scan(&mut self) -> Result<Vec<String>, PassError> {
+        let pickup = &self.dirs.pickup;
+        let now = SystemTime::now();
+        let mut names = Vec::new();
+        for entry in fs::read_dir(pickup).map_err(io_err("cannot list", pickup))? {
+            let entry = entry.map_err(io_err("cannot list", pickup))?;
+            let Some(name) = entry.file_name().to_str().map(str::to_string) else {
+                tracing::warn!(env = self.env, lender = %self.lender.id, "pickup file name is not UTF-8; skipped");
+                continue;
+            };
+            if layout::is_ignored_name(&name) {
+                continue;
+            }
+            let Ok(meta) = entry.path().symlink_metadata() else {
+                continue;
+            };
+            if meta.is_dir() {
+                continue;
+            }
+            let age = meta
+                .modified()
+                .ok()
+                .and_then(|m| now.duration_since(m).ok())
+                .unwrap_or(Duration::ZERO);
+            if age < self.opts.settle && !meta.file_type().is_symlink() {
+                continue;
+            }
+            names.push(name);
+        }
+        names.sort_by_key(|n| layout::order_key(n));
+        Ok(names)
+    }
+
+    /// Completes what an interrupted pass left: committed loads whose result or move is
+    /// missing, and a claimed file whose load never committed (applied now, from scratch).
+    fn recover(&mut self) -> Result<(), PassError> {
+        for load in self.store.unfinished(&self.lender.id)? {
+            tracing::info!(env = self.env, lender = %self.lender.id, load = load.id, "completing an interrupted load");
+            let name = load.pickup_name.clone();
+            self.guarded(&name, |lp| lp.finish(load))?;
+        }
+        let work = &self.dirs.work;
+        let mut claims: Vec<String> = fs::read_dir(work)
+            .map_err(io_err("cannot list", work))?
+            .filter_map(|e| e.ok())
+            .filter_map(|e| e.file_name().to_str().map(str::to_string))
+            .filter(|n| !n.starts_with('.'))
+            .collect();
+        claims.sort();
+        for claim in claims {
+            if claim.split_once("__").is_none() {
+                tracing::warn!(env = self.env, lender = %self.lender.id, file = %claim, "unexpected file in work folder; left alone");
+                continue;
+            }
+            match self.store.load_by_key(&self.lender.id, &claim)? {
+                Some(load) => self.guarded(&claim, |lp| lp.finish(load))?,
+                None => self.guarded(&claim, |lp| lp.process(&claim))?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Decides what a claimed file is and applies it in one transaction, then finishes it.
+    fn process(&mut self, claim: &str) -> Result<(), PassError> {
+        let (_, name) = claim.split_once("__").unwrap_or(("", claim));
+        let name = name.to_string();
+        let path = self.dirs.work.join(claim);
+        let span =
+            tracing::info_span!("file", env = self.env, lender = %self.lender.id, file = %name);
+        let _g = span.enter();
+
+        // Blank files are discarded without a result. Decided only now that the file is
+        // claimed: an upload renamed onto its pickup name meanwhile is a new file, untouched.
+        if !name.ends_with(TOO_LONG_MARK) {
+            if let Ok(true) = fsutil::open_nofollow(&path).and_then(json_input::is_blank) {
+                fs::remove_file(&path).map_err(io_err("cannot remove blank file", &path))?;
+                tracing::info!("blank file discarded");
+                self.summary.discarded += 1;
+                (self.on_file)(&FileEvent::Discarded {
+                    env: self.env.to_string(),
+                    lender: self.lender.id.clone(),
+                    name,
+                });
+                return Ok(());
+            }
+        }
+
+        let limits = self.cfg.limits;
+        let bounds = Bounds {
+            max_record_bytes: limits.max_record_bytes,
+            max_records: limits.max_records,
+        };
+        let kind: Result<Kind, FileError> = if name.ends_with(TOO_LONG_MARK) {
+            Err(FileError::NameTooLong {
+                limit: layout::MAX_PICKUP_NAME_BYTES,
+            })
+        } else {
+            match layout::classify(&name) {
+                FileClass::Records(k) => Ok(k),
+                FileClass::UnknownType => Err(FileError::UnknownType {
+                    name: name.clone(),
+                    known: Kind::ALL.map(Kind::prefix).join(", "),
+                }),
+                FileClass::NotJson(k) => Err(FileError::NotJson {
+                    name: name.clone(),
+                    noun: k.noun(),
+                    prefix: k.prefix(),
+                }),
+            }
+        };
+        let mut bar = None;
+        let input: engine::Input<'_> = match &kind {
+            Err(e) => Err((*e).clone()),
+            Ok(_) => match open_input(&path, limits.max_file_bytes) {
+                Err(e) => Err(e),
+                Ok((file, len)) => {
+                    let b = progress_bar(self.opts.progress, len, &name);
+                    bar = Some(b.clone());
+                    let reader = JsonReader::new(file, bounds)
+                        .with_progress(Box::new(move |n| b.set_position(n)));
+                    Ok(Box::new(reader) as Box<dyn RecordReader>)
+                }
+            },
+        };
+        let key = LoadKey {
+            key: claim.to_string(),
+            supplied_name: name.clone(),
+        };
+        let req = LoadRequest {
+            lender: self.lender,
+            lookups: &self.cfg.lookups,
+            kind,
+            key: &key,
+            source: Source::Sftp,
+        };
+        let outcome = engine::apply_load(&mut *self.store, &req, input)?;
+        if let Some(b) = bar {
+            b.finish_and_clear();
+        }
+        self.finish(outcome.load)
+    }
+
+    /// Writes the result file, rotates `processed/`, moves the claimed file there, and marks the
+    /// load finished. Every step is safe to repeat.
+    fn finish(&mut self, load: LoadRow) -> Result<(), PassError> {
+        let d = self.dirs;
+        let name = &load.pickup_name;
+        let processed_name = layout::processed_stamped_name(name, &load.stamp);
+        let result_name = layout::result_name(name, &load.stamp);
+        let header = ResultHeader {
+            id: load.id,
+            pickup_name: name.clone(),
+            processed_name: processed_name.clone(),
+            source: load.source.clone(),
+            started_at: load.started_at.clone(),
+            ended_at: load.ended_at.clone(),
+            error_message: load.error_message.clone(),
+            counts: load.counts,
+        };
+        let result_path = d.results.join(&result_name);
+        let store = &*self.store;
+        fsutil::write_atomic_with(&result_path, &mut |w| {
+            write_result(w, &header, &mut |emit| store.for_each_problem(load.row, emit))
+        })
+        .map_err(io_err("cannot write result", &result_path))?;
+        failpoint::hit("result");
+
+        let claimed = d.work.join(&load.claim);
+        if claimed.symlink_metadata().is_ok() {
+            let last = d.processed.join(layout::processed_last_name(name));
+            if last.symlink_metadata().is_ok() {
+                let prev = self
+                    .store
+                    .previous_stamp(&self.lender.id, name, load.row)?
+                    .unwrap_or_else(|| mtime_stamp(&last));
+                let target = free_name(&d.processed, name, &prev);
+                rename_durable(&last, &target).map_err(io_err("cannot rotate", &last))?;
+                failpoint::hit("rotated");
+            }
+            rename_durable(&claimed, &last)
+                .map_err(io_err("cannot move to processed", &claimed))?;
+            failpoint::hit("moved");
+        }
+        self.store.mark_finished(load.row)?;
+        tracing::info!(load = load.id, file = %name, created = load.counts.create_success,
+            updated = load.counts.update_success, failed = load.counts.failures(), "file processed");
+        self.summary.files += 1;
+        (self.on_file)(&FileEvent::Loaded {
+            env: self.env.to_string(),
+            lender: self.lender.id.clone(),
+            load,
+            processed_name,
+            result_name,
+        });
+        Ok(())
+    }
+}
+
+/// Ends the name part of a claim whose pickup name was too long to keep: the file is refused
+/// with `FileError::NameTooLong`, under its shortened name.
+const TOO_LONG_MARK: &str = "~name-too-long";
+
+/// `<stamp>-<random>__<name>`: unique, sortable, and within the file system's 255 bytes. A
+/// name over `layout::MAX_PICKUP_NAME_BYTES` (possible only for files placed by other means than
+/// the daemon's SFTP server, which refuses them) keeps its start and gets `TOO_LONG_MARK`.
+fn claim_name(name: &str) -> String {
+    let kept = if name.len() > layout::MAX_PICKUP_NAME_BYTES {
+        let mut cut = layout::MAX_PICKUP_NAME_BYTES - TOO_LONG_MARK.len();
+        while !name.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        format!("{}{TOO_LONG_MARK}", &name[..cut])
+    } else {
+        name.to_string()
+    };
+    format!(
+        "{}-{}__{}",
+        layout::stamp(Utc::now()),
+        &uuid::Uuid::new_v4().simple().to_string()[..8],
+        kept
+    )
+}
+
+/// Opens a claimed file for reading: never through a link, never over the size limit.
+fn open_input(path: &Path, max_bytes: u64) -> Result<(File, u64), FileError> {
+    let opened = fsutil::open_nofollow(path).and_then(|f| {
+        let len = f.metadata()?.len();
+        Ok((f, len))
+    });
+    match opened {
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => Err(FileError::Symlink),
+        Err(e) => Err(FileError::Io(e.to_string())),
+        Ok((_, len)) if len > max_bytes => Err(FileError::FileTooLarge {
+            len,
+            limit: max_bytes,
+        }),
+        Ok(ok) => Ok(ok),
+    }
+}
+
+fn mtime_stamp(p: &Path) -> String {
+    let t = p
+        .symlink_metadata()
+        .and_then(|m| m.modified())
+        .map(chrono::DateTime::<Utc>::from)
+        .unwrap_or_else(|_| Utc::now());
+    layout::stamp(t)
+}
+
+/// `processed/<stem>.<stamp>.<ext>`, moved one millisecond on while that name is taken, so a
+/// rotation never overwrites an older processed file.
+fn free_name(dir: &Path, name: &str, stamp: &str) -> PathBuf {
+    let mut s = stamp.to_string();
+    loop {
+        let p = dir.join(layout::processed_stamped_name(name, &s));
+        if p.symlink_metadata().is_err() {
+            return p;
+        }
+        s = layout::next_stamp(&s);
+    }
+}
+
+fn progress_bar(enabled: bool, len: u64, name: &str) -> indicatif::ProgressBar {
+    use std::io::IsTerminal;
+    if !enabled || !io::stderr().is_terminal() || len < (8 << 20) {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(len);
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{msg} [{bar:40}] {bytes}/{total_bytes} ({bytes_per_sec}, {eta})",
+    ) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_message(name.to_string());
+    bar
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn claim_names_fit_whatever_the_pickup_name() {
+        for len in [1, 100, 225, 226, 255, 1000] {
+            let name = "é".repeat(len / 2) + &"x".repeat(len % 2);
+            let c = claim_name(&name);
+            assert!(c.len() <= 255, "{len}: {}", c.len());
+            let (_, kept) = c.split_once("__").unwrap();
+            assert!(kept.len() <= layout::MAX_PICKUP_NAME_BYTES);
+            assert_eq!(kept.ends_with(TOO_LONG_MARK), name.len() > layout::MAX_PICKUP_NAME_BYTES);
+            // Every name derived from the kept one fits too.
+            assert!(layout::result_name(kept, "20231222070016329").len() <= 255);
+            assert!(layout::processed_stamped_name(kept, "20231222070016329").len() <= 255);
+        }
+    }
+}

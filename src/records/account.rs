@@ -1,0 +1,75 @@
+//! What the three account types (employees, borrowers, broker accounts) share: their fields,
+//! their aliases, and how an account row is created and updated.
+//!
+//! Owns: the account field table, the account email rule on create and update (only a changed
+//! address is checked; a borrower create may share a borrower's address), and the division
+//! links of an employee.
+//! Must not: know which of the three types it writes beyond `AccountKind` and the division link.
+
+use super::write::{columns, email_key, key_value, Applied, Writer};
+use super::{Outcome, Record, Slot};
+use crate::store::{AccountKind, Found, Link, Table, Value};
+
+macro_rules! account_fields {
+    ($($extra:expr),*) => {
+        &[
+            $crate::records::f("Mode", $crate::records::Ty::Str(6), ""),
+            $crate::records::f("ExternalId", $crate::records::Ty::Str(200), "external_id"),
+            $crate::records::f("ThreadId", $crate::records::Ty::Str(32), ""),
+            $($extra,)*
+            $crate::records::f("FirstName", $crate::records::Ty::Str(200), "first_name"),
+            $crate::records::f("LastName", $crate::records::Ty::Str(200), "last_name"),
+            $crate::records::f("MiddleInit", $crate::records::Ty::Str(20), "middle_init"),
+            $crate::records::f("NameSuffix", $crate::records::Ty::Str(50), "name_suffix"),
+            $crate::records::f("Email", $crate::records::Ty::Str(200), "email"),
+            $crate::records::f("Address1", $crate::records::Ty::Str(200), "address1"),
+            $crate::records::f("Address2", $crate::records::Ty::Str(200), "address2"),
+            $crate::records::f("City", $crate::records::Ty::Str(100), "city"),
+            $crate::records::f("StateCode", $crate::records::Ty::Str(2), "state_code"),
+            $crate::records::f("ZipCode", $crate::records::Ty::Str(10), "zip_code"),
+            $crate::records::f("PhonePrimary", $crate::records::Ty::Str(10), "phone_primary"),
+            $crate::records::f("PhoneSecondary", $crate::records::Ty::Str(10), "phone_secondary"),
+        ]
+    };
+}
+pub(crate) use account_fields;
+
+/// Creates an account row of `kind`, with its divisions when `divisions` names their field.
+pub fn create(w: &mut Writer<'_>, r: &Record, kind: AccountKind, divisions: Option<&str>) -> Applied {
+    w.check_email(r.slot("Email"), None, kind == AccountKind::Borrower)?;
+    // Resolve the divisions first: a create that cannot have them writes nothing.
+    let divs = match divisions {
+        Some(field) => Some(w.divisions_or_default(r, field)?),
+        None => None,
+    };
+    let (mut cols, mut vals) = columns(r, false);
+    cols.extend(["kind", "email_key"]);
+    vals.push(Value::Text(kind.as_str().into()));
+    vals.push(key_value(email_key(r.slot("Email"))));
+    let id = w.insert(r, Table::Accounts, &cols, &vals)?;
+    if let Some(d) = divs {
+        w.set_divisions(Link::AccountDivisions, id, &d, false)?;
+    }
+    Ok(Outcome::Created)
+}
+
+/// Updates an account row: the supplied fields, the email key, the divisions when given.
+pub fn update(w: &mut Writer<'_>, r: &Record, found: &Found, divisions: Option<&str>) -> Applied {
+    let email = r.slot("Email");
+    if email.is_supplied() && email_key(email) != found.email_key {
+        // Only a change is checked (a borrower may keep an address it shares).
+        w.check_email(email, Some(found.id), false)?;
+    }
+    let (mut cols, mut vals) = columns(r, true);
+    if matches!(email, Slot::Set(_) | Slot::Null) {
+        cols.push("email_key");
+        vals.push(key_value(email_key(email)));
+    }
+    w.update(r, Table::Accounts, found.id, &cols, &vals)?;
+    if let Some(field) = divisions {
+        if let Some(d) = r.list(field) {
+            w.set_divisions(Link::AccountDivisions, found.id, d, true)?;
+        }
+    }
+    Ok(Outcome::Updated)
+}

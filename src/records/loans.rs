@@ -1,0 +1,163 @@
+//! Loans: a lender's loans, each in one division, with lookup-table ids.
+//!
+//! Owns: the loan field table, the lookup-id rules (each id names an entry of its lookup), and
+//! what a loan writes (one row; its division defaults to the lender's only one).
+//! Must not: know the lookups' contents beyond `Lookups` (configuration).
+
+use super::hints::{Alias, ADDRESS};
+use super::write::{columns, Applied, Writer};
+use super::{f, Kind, Outcome, Record, Shape, Slot, Spec, Ty};
+use crate::problem::{Code, Problems};
+use crate::store::{Found, Table, Value};
+
+const DIVISION: &str = "DivisionThreadId";
+
+pub static SPEC: Spec = Spec {
+    kind: Kind::Loans,
+    prefix: "loans",
+    noun: "loan",
+    fields: &[
+        f("Mode", Ty::Str(6), ""),
+        f("LoanNumber", Ty::Str(50), "loan_number"),
+        f("ThreadId", Ty::Str(32), ""),
+        f(DIVISION, Ty::Str(32), "division_thread_id"),
+        f("Address1", Ty::Str(200), "address1"),
+        f("Address2", Ty::Str(200), "address2"),
+        f("City", Ty::Str(100), "city"),
+        f("StateCode", Ty::Str(2), "state_code"),
+        f("ZipCode", Ty::Str(10), "zip_code"),
+        f("LoanTypeId", Ty::Int, "loan_type_id"),
+        f("AgencyId", Ty::Int, "agency_id"),
+        f("ClosingDate", Ty::DateTime, "closing_date"),
+        f("CompletionDate", Ty::DateTime, "completion_date"),
+        f("FHACaseNumber", Ty::Str(50), "fha_case_number"),
+        f("BuildTerm", Ty::Str(50), "build_term"),
+        f("ExternalLoanOfficer", Ty::Str(100), "external_loan_officer"),
+        f("BranchNumber", Ty::Str(50), "branch_number"),
+        f("FundedDate", Ty::DateTime, "funded_date"),
+        f("ClosedOutWithInvestor", Ty::DateTime, "closed_out_with_investor"),
+        f("FinalTitleUpdateDate", Ty::DateTime, "final_title_update_date"),
+        f("TotalLoanAmount", Ty::Decimal, "total_loan_amount"),
+        f("LoanPurposeId", Ty::Int, "loan_purpose_id"),
+        f("LoanOccupancyId", Ty::Int, "loan_occupancy_id"),
+        f("StructureTypeId", Ty::Int, "structure_type_id"),
+        f("LoanStatusId", Ty::Int, "loan_status_id"),
+        f("WorkOrderDate", Ty::DateTime, "work_order_date"),
+        f("SorDate", Ty::DateTime, "sor_date"),
+        f("EstCompletionDate", Ty::DateTime, "est_completion_date"),
+        f("EscrowReasonRepairType", Ty::Str(50), "escrow_reason_repair_type"),
+        f("EscrowFinalAppraisal", Ty::Str(50), "escrow_final_appraisal"),
+        f("EscrowAppraisalMgmtCompany", Ty::Str(200), "escrow_appraisal_mgmt_company"),
+    ],
+    shape: Shape::Entity {
+        lender_id: "LoanNumber",
+    },
+    table: Some((Table::Loans, None)),
+    division_field: Some(DIVISION),
+    aliases: &[ALIASES, ADDRESS],
+    rules,
+    write,
+    // create: one INSERT; update: one UPDATE.
+    single_write: |_| true,
+};
+
+const ALIASES: &[Alias] = &[
+    ("loanid", &["LoanNumber", "ThreadId"]),
+    ("loan", &["LoanNumber"]),
+    ("number", &["LoanNumber"]),
+    ("loanno", &["LoanNumber"]),
+    ("division", &[DIVISION]),
+    ("divisionid", &[DIVISION]),
+    ("divisionthreadids", &[DIVISION]),
+    ("amount", &["TotalLoanAmount"]),
+    ("loanamount", &["TotalLoanAmount"]),
+    ("type", &["LoanTypeId"]),
+    ("loantype", &["LoanTypeId"]),
+    ("agency", &["AgencyId"]),
+    ("purpose", &["LoanPurposeId"]),
+    ("loanpurpose", &["LoanPurposeId"]),
+    ("occupancy", &["LoanOccupancyId"]),
+    ("status", &["LoanStatusId"]),
+    ("loanstatus", &["LoanStatusId"]),
+    ("structuretype", &["StructureTypeId"]),
+    ("fhacase", &["FHACaseNumber"]),
+    ("loanofficer", &["ExternalLoanOfficer"]),
+    ("branch", &["BranchNumber"]),
+    ("closedate", &["ClosingDate"]),
+    ("closing", &["ClosingDate"]),
+    ("fundingdate", &["FundedDate"]),
+];
+
+fn rules(r: &mut Record, ctx: Option<super::Ctx<'_>>, problems: &mut Problems) {
+    let Some(ctx) = ctx else { return };
+    for (field, name) in [
+        ("LoanTypeId", "loan_types"),
+        ("AgencyId", "agencies"),
+        ("LoanPurposeId", "loan_purposes"),
+        ("LoanOccupancyId", "loan_occupancies"),
+        ("StructureTypeId", "structure_types"),
+        ("LoanStatusId", "loan_statuses"),
+    ] {
+        if let Some(id) = r.int(field) {
+            let Some((noun, table)) = ctx.lookups.table(name) else {
+                continue;
+            };
+            if !table.iter().any(|e| e.id == id) {
+                problems.at(
+                    field,
+                    Code::UnknownReference,
+                    format!("{id} is not a {noun} id (see lookups/{name}.csv)."),
+                );
+            }
+        }
+    }
+}
+
+fn write(r: &Record, w: &mut Writer<'_>) -> Applied {
+    w.entity(r, Table::Loans, None, create, update)
+}
+
+fn create(w: &mut Writer<'_>, r: &Record) -> Applied {
+    // An upsert that creates takes the single division when none was given.
+    let division = w.divisions_or_default(r, DIVISION)?;
+    let (cols, mut vals) = columns(r, false);
+    if let Some(i) = cols.iter().position(|c| *c == "division_thread_id") {
+        vals[i] = Value::Text(division.into_iter().next().unwrap_or_default());
+    }
+    w.insert(r, Table::Loans, &cols, &vals)?;
+    Ok(Outcome::Created)
+}
+
+fn update(w: &mut Writer<'_>, r: &Record, found: &Found) -> Applied {
+    let (mut cols, mut vals) = columns(r, true);
+    // Validation refused or defaulted a null division: a loan's division is never cleared.
+    if let (Some(i), Slot::Null) = (
+        cols.iter().position(|c| *c == "division_thread_id"),
+        r.slot(DIVISION),
+    ) {
+        cols.remove(i);
+        vals.remove(i);
+    }
+    w.update(r, Table::Loans, found.id, &cols, &vals)?;
+    Ok(Outcome::Updated)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_util::*;
+    use super::super::*;
+
+    #[test]
+    fn lookup_ids() {
+        let cfg = cfg();
+        assert_eq!(
+            messages(Kind::Loans, r#"{"Mode":"create","LoanNumber":"l","LoanTypeId":99}"#, Some(ctx(&cfg))),
+            vec!["LoanTypeId: 99 is not a loan type id (see lookups/loan_types.csv)."]
+        );
+        // 1.0 is the integer 1.
+        assert_eq!(
+            messages(Kind::Loans, r#"{"Mode":"create","LoanNumber":"l","LoanTypeId":1.0}"#, Some(ctx(&cfg))),
+            Vec::<String>::new()
+        );
+    }
+}

@@ -1,0 +1,575 @@
+//! The SQLite backend: one database file per environment, all lenders.
+//!
+//! Owns: opening (WAL, foreign keys, synchronous and cache as configured), the embedded
+//! migrations keyed by `PRAGMA user_version`, and the SQL of every `Store` / `LoadTx` operation.
+//! Must not: decide anything a lender reads (messages, which email clashes, defaults): it runs
+//! what `records` asks for, scoped to the transaction's lender.
+
+use rusqlite::types::Value as SqlValue;
+use rusqlite::{params, params_from_iter, Connection, ErrorCode, OptionalExtension, TransactionBehavior};
+use std::path::Path;
+
+use super::{
+    AccountKind, Found, Key, Link, LoadKey, LoadRow, LoadTx, RowId, Source, Store, StoreError,
+    Table, Value, Written,
+};
+use crate::config::{StoreConfig, Synchronous};
+use crate::problem::Problem;
+use crate::result::Counts;
+
+/// Embedded migrations; the n-th brings the schema to version n+1.
+const MIGRATIONS: &[&str] = &[include_str!("schema_v1.sql"), include_str!("schema_v2.sql")];
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Backend(e.to_string())
+    }
+}
+
+pub struct SqliteStore {
+    conn: Connection,
+}
+
+const LOAD_COLUMNS: &str = "id, number, lender, pickup_name, claim, source, started_at, ended_at, stamp, error_message, \
+     num_create_success, num_update_success, num_add_success, num_delete_success, \
+     num_create_failure, num_update_failure, num_add_failure, num_delete_failure, num_mode_failure, state";
+
+fn load_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<LoadRow> {
+    Ok(LoadRow {
+        row: r.get(0)?,
+        id: r.get(1)?,
+        lender: r.get(2)?,
+        pickup_name: r.get(3)?,
+        claim: r.get(4)?,
+        source: r.get(5)?,
+        started_at: r.get(6)?,
+        ended_at: r.get(7)?,
+        stamp: r.get(8)?,
+        error_message: r.get(9)?,
+        counts: Counts {
+            create_success: r.get(10)?,
+            update_success: r.get(11)?,
+            add_success: r.get(12)?,
+            delete_success: r.get(13)?,
+            create_failure: r.get(14)?,
+            update_failure: r.get(15)?,
+            add_failure: r.get(16)?,
+            delete_failure: r.get(17)?,
+            mode_failure: r.get(18)?,
+        },
+        finished: r.get::<_, String>(19)? == "finished",
+    })
+}
+
+impl SqliteStore {
+    /// Opens (creating when missing) and migrates the store at `path`.
+    pub fn open(path: &Path, cfg: StoreConfig) -> Result<SqliteStore, StoreError> {
+        let shown = path.display().to_string();
+        let open_err = |e: rusqlite::Error| StoreError::Open {
+            path: shown.clone(),
+            reason: e.to_string(),
+        };
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|source| StoreError::Folder {
+                path: dir.display().to_string(),
+                source,
+            })?;
+        }
+        let mut conn = Connection::open(path).map_err(open_err)?;
+        let sync = match cfg.synchronous {
+            Synchronous::Full => "FULL",
+            Synchronous::Normal => "NORMAL",
+        };
+        let cache_kib = cfg.cache_mib.max(1) * 1024;
+        conn.execute_batch(&format!(
+            "PRAGMA journal_mode = WAL;
+             PRAGMA synchronous = {sync};
+             PRAGMA foreign_keys = ON;
+             PRAGMA busy_timeout = 10000;
+             PRAGMA cache_size = -{cache_kib};
+             PRAGMA temp_store = MEMORY;"
+        ))
+        .map_err(open_err)?;
+        conn.set_prepared_statement_cache_capacity(128);
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(open_err)?;
+        let known = MIGRATIONS.len() as i64;
+        if version > known {
+            return Err(StoreError::TooNew {
+                path: shown,
+                found: version,
+                known,
+            });
+        }
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(open_err)?;
+            tx.execute_batch(sql).map_err(open_err)?;
+            tx.pragma_update(None, "user_version", i as i64 + 1)
+                .map_err(open_err)?;
+            tx.commit().map_err(open_err)?;
+        }
+        Ok(SqliteStore { conn })
+    }
+
+    /// Read access for tests and tools (`bulkload` never writes through it).
+    pub fn connection(&self) -> &Connection {
+        &self.conn
+    }
+}
+
+impl Store for SqliteStore {
+    fn begin<'s>(
+        &'s mut self,
+        lender: &'s str,
+        key: &LoadKey,
+        source: Source,
+        started_at: &str,
+    ) -> Result<Box<dyn LoadTx + 's>, StoreError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        // Numbered per lender: one writer at a time (IMMEDIATE), so max + 1 is free.
+        tx.execute(
+            "INSERT INTO bulk_loads (number, lender, pickup_name, claim, source, started_at, ended_at, stamp, state)
+             VALUES ((SELECT coalesce(max(number), 0) + 1 FROM bulk_loads WHERE lender = ?1),
+                     ?1, ?2, ?3, ?4, ?5, ?5, '', 'applied')",
+            params![lender, key.supplied_name, key.key, source.as_str(), started_at],
+        )?;
+        let id = tx.last_insert_rowid();
+        Ok(Box::new(SqliteTx {
+            tx,
+            lender,
+            id,
+            problems: 0,
+        }))
+    }
+
+    fn load_by_key(&self, lender: &str, key: &str) -> Result<Option<LoadRow>, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                &format!("SELECT {LOAD_COLUMNS} FROM bulk_loads WHERE claim = ?1 AND lender = ?2"),
+                params![key, lender],
+                load_row,
+            )
+            .optional()?)
+    }
+
+    fn load(&self, row: RowId) -> Result<Option<LoadRow>, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                &format!("SELECT {LOAD_COLUMNS} FROM bulk_loads WHERE id = ?1"),
+                [row],
+                load_row,
+            )
+            .optional()?)
+    }
+
+    fn unfinished(&self, lender: &str) -> Result<Vec<LoadRow>, StoreError> {
+        let mut st = self.conn.prepare(&format!(
+            "SELECT {LOAD_COLUMNS} FROM bulk_loads WHERE state = 'applied' AND lender = ?1 ORDER BY id"
+        ))?;
+        let rows = st.query_map([lender], load_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn previous_stamp(
+        &self,
+        lender: &str,
+        pickup_name: &str,
+        row: RowId,
+    ) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT stamp FROM bulk_loads WHERE lender = ?1 AND pickup_name = ?2 AND id < ?3
+                 ORDER BY id DESC LIMIT 1",
+                params![lender, pickup_name, row],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    fn mark_finished(&self, row: RowId) -> Result<(), StoreError> {
+        self.conn.execute(
+            "UPDATE bulk_loads SET state = 'finished' WHERE id = ?1",
+            [row],
+        )?;
+        Ok(())
+    }
+
+    fn for_each_problem(
+        &self,
+        row: RowId,
+        f: &mut dyn FnMut(i64, &str) -> std::io::Result<()>,
+    ) -> std::io::Result<()> {
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "SELECT idx, message FROM load_problems WHERE load_id = ?1 ORDER BY seq",
+            )
+            .map_err(std::io::Error::other)?;
+        let mut rows = st.query([row]).map_err(std::io::Error::other)?;
+        while let Some(r) = rows.next().map_err(std::io::Error::other)? {
+            let idx: i64 = r.get(0).map_err(std::io::Error::other)?;
+            let msg: String = r.get(1).map_err(std::io::Error::other)?;
+            f(idx, &msg)?;
+        }
+        Ok(())
+    }
+}
+
+struct SqliteTx<'s> {
+    tx: rusqlite::Transaction<'s>,
+    lender: &'s str,
+    id: i64,
+    problems: i64,
+}
+
+fn sql(v: &Value) -> SqlValue {
+    match v {
+        Value::Null => SqlValue::Null,
+        Value::Int(i) => SqlValue::Integer(*i),
+        Value::Text(s) => SqlValue::Text(s.clone()),
+    }
+}
+
+fn table_name(t: Table) -> &'static str {
+    match t {
+        Table::Accounts => "accounts",
+        Table::Brokers => "brokers",
+        Table::Loans => "loans",
+        Table::Partners => "partners",
+    }
+}
+
+fn lender_id_column(t: Table) -> &'static str {
+    match t {
+        Table::Accounts => "external_id",
+        Table::Brokers => "id_number",
+        Table::Loans => "loan_number",
+        Table::Partners => "email_key",
+    }
+}
+
+/// Table and key columns of a link.
+fn link_table(l: Link) -> (&'static str, &'static [&'static str]) {
+    match l {
+        Link::AccountDivisions => ("account_divisions", &["account_id", "division_thread_id"]),
+        Link::BrokerDivisions => ("broker_divisions", &["broker_id", "division_thread_id"]),
+        Link::BrokerContacts => ("broker_contacts", &["broker_id", "account_id", "position"]),
+        Link::LoanPositions => ("loan_positions", &["loan_id", "account_id", "position"]),
+        Link::LoanBorrowers => ("loan_borrowers", &["loan_id", "account_id"]),
+        Link::LoanBrokerContacts => (
+            "loan_broker_contacts",
+            &["loan_id", "account_id", "position"],
+        ),
+    }
+}
+
+fn is_unique_violation(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.code == ErrorCode::ConstraintViolation)
+}
+
+impl SqliteTx<'_> {
+    fn run(&self, sql: &str) -> Result<(), StoreError> {
+        self.tx.prepare_cached(sql)?.execute([])?;
+        Ok(())
+    }
+    fn write(&self, sql: &str, vals: Vec<SqlValue>) -> Result<Written, StoreError> {
+        match self
+            .tx
+            .prepare_cached(sql)?
+            .execute(params_from_iter(vals.iter()))
+        {
+            Ok(_) => Ok(Written::Row(self.tx.last_insert_rowid())),
+            Err(e) if is_unique_violation(&e) => Ok(Written::Duplicate),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+impl LoadTx for SqliteTx<'_> {
+    fn row(&self) -> RowId {
+        self.id
+    }
+
+    fn lender(&self) -> &str {
+        self.lender
+    }
+
+    fn find(
+        &mut self,
+        table: Table,
+        key: Key<'_>,
+        kind: Option<AccountKind>,
+    ) -> Result<Option<Found>, StoreError> {
+        let (extra, email) = match table {
+            Table::Accounts => ("kind", "email_key"),
+            Table::Loans => ("division_thread_id", "NULL"),
+            Table::Partners => ("NULL", "email_key"),
+            Table::Brokers => ("NULL", "NULL"),
+        };
+        let (col, val) = match key {
+            Key::ThreadId(t) => ("thread_id", t),
+            Key::LenderId(l) => (lender_id_column(table), l),
+            Key::Column(c, v) => (c, v),
+        };
+        let filter = if kind.is_some() { " AND kind = ?3" } else { "" };
+        let sql = format!(
+            "SELECT id, {extra}, {email} FROM {} WHERE {col} = ?1 AND lender = ?2{filter} LIMIT 1",
+            table_name(table)
+        );
+        let mut st = self.tx.prepare_cached(&sql)?;
+        let map = |r: &rusqlite::Row<'_>| -> rusqlite::Result<Found> {
+            let extra: Option<String> = r.get(1)?;
+            let (kind, division) = match table {
+                Table::Accounts => (extra.as_deref().and_then(AccountKind::parse), None),
+                _ => (None, extra),
+            };
+            Ok(Found {
+                id: r.get(0)?,
+                kind,
+                division,
+                email_key: r.get(2)?,
+            })
+        };
+        let row = match kind {
+            Some(k) => st.query_row(params![val, self.lender, k.as_str()], map),
+            None => st.query_row(params![val, self.lender], map),
+        };
+        Ok(row.optional()?)
+    }
+
+    fn email_in_use(
+        &mut self,
+        email_key: &str,
+        except: Option<RowId>,
+        ignore_borrowers: bool,
+    ) -> Result<bool, StoreError> {
+        let clash: Option<i64> = self
+            .tx
+            .prepare_cached(
+                "SELECT 1 FROM accounts WHERE email_key = ?1 AND id IS NOT ?2
+                 AND (?3 = 0 OR kind <> 'borrower') LIMIT 1",
+            )?
+            .query_row(params![email_key, except, ignore_borrowers as i64], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        Ok(clash.is_some())
+    }
+
+    fn insert(
+        &mut self,
+        table: Table,
+        thread_id: &str,
+        cols: &[&str],
+        vals: &[Value],
+    ) -> Result<Written, StoreError> {
+        let mut all: Vec<SqlValue> = vals.iter().map(sql).collect();
+        all.extend([
+            SqlValue::Text(self.lender.to_string()),
+            SqlValue::Text(thread_id.to_string()),
+            SqlValue::Integer(self.id),
+            SqlValue::Integer(self.id),
+        ]);
+        let mut names = cols.join(", ");
+        if !names.is_empty() {
+            names.push_str(", ");
+        }
+        let marks = vec!["?"; all.len()].join(", ");
+        let q = format!(
+            "INSERT INTO {} ({names}lender, thread_id, created_load, updated_load) VALUES ({marks})",
+            table_name(table)
+        );
+        self.write(&q, all)
+    }
+
+    fn update(
+        &mut self,
+        table: Table,
+        id: RowId,
+        cols: &[&str],
+        vals: &[Value],
+    ) -> Result<Written, StoreError> {
+        let mut sets: Vec<String> = cols.iter().map(|c| format!("{c} = ?")).collect();
+        sets.push("updated_load = ?".into());
+        let mut all: Vec<SqlValue> = vals.iter().map(sql).collect();
+        all.push(SqlValue::Integer(self.id));
+        all.push(SqlValue::Integer(id));
+        let q = format!(
+            "UPDATE {} SET {} WHERE id = ?",
+            table_name(table),
+            sets.join(", ")
+        );
+        match self.write(&q, all)? {
+            Written::Row(_) => Ok(Written::Row(id)),
+            Written::Duplicate => Ok(Written::Duplicate),
+        }
+    }
+
+    fn get(&mut self, table: Table, id: RowId, col: &str) -> Result<Value, StoreError> {
+        let q = format!("SELECT {col} FROM {} WHERE id = ?1", table_name(table));
+        let v: SqlValue = self
+            .tx
+            .prepare_cached(&q)?
+            .query_row([id], |r| r.get(0))?;
+        Ok(match v {
+            SqlValue::Integer(i) => Value::Int(i),
+            SqlValue::Text(s) => Value::Text(s),
+            _ => Value::Null,
+        })
+    }
+
+    fn link(&mut self, link: Link, keys: &[Value]) -> Result<bool, StoreError> {
+        let (table, cols) = link_table(link);
+        let marks = vec!["?"; cols.len()].join(", ");
+        let q = format!(
+            "INSERT OR IGNORE INTO {table} ({}) VALUES ({marks})",
+            cols.join(", ")
+        );
+        let n = self
+            .tx
+            .prepare_cached(&q)?
+            .execute(params_from_iter(keys.iter().map(sql)))?;
+        Ok(n > 0)
+    }
+
+    fn unlink(&mut self, link: Link, keys: &[Value]) -> Result<bool, StoreError> {
+        let (table, cols) = link_table(link);
+        let wh: Vec<String> = cols.iter().map(|c| format!("{c} = ?")).collect();
+        let q = format!("DELETE FROM {table} WHERE {}", wh.join(" AND "));
+        let n = self
+            .tx
+            .prepare_cached(&q)?
+            .execute(params_from_iter(keys.iter().map(sql)))?;
+        Ok(n > 0)
+    }
+
+    fn unlink_all(&mut self, link: Link, owner: RowId) -> Result<(), StoreError> {
+        let (table, cols) = link_table(link);
+        let q = format!("DELETE FROM {table} WHERE {} = ?1", cols[0]);
+        self.tx.prepare_cached(&q)?.execute([owner])?;
+        Ok(())
+    }
+
+    fn loan_broker(&mut self, loan: RowId) -> Result<Option<(RowId, String)>, StoreError> {
+        Ok(self
+            .tx
+            .prepare_cached(
+                "SELECT lb.broker_id, b.id_number FROM loan_brokers lb JOIN brokers b ON b.id = lb.broker_id
+                 WHERE lb.loan_id = ?1",
+            )?
+            .query_row([loan], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?)
+    }
+
+    fn insert_loan_broker(
+        &mut self,
+        loan: RowId,
+        broker: RowId,
+        officer: Option<RowId>,
+    ) -> Result<(), StoreError> {
+        self.tx
+            .prepare_cached("INSERT INTO loan_brokers (loan_id, broker_id, loan_officer_account_id) VALUES (?1, ?2, ?3)")?
+            .execute(params![loan, broker, officer])?;
+        Ok(())
+    }
+
+    fn set_loan_officer(&mut self, loan: RowId, officer: RowId) -> Result<(), StoreError> {
+        self.tx
+            .prepare_cached("UPDATE loan_brokers SET loan_officer_account_id = ?2 WHERE loan_id = ?1")?
+            .execute(params![loan, officer])?;
+        Ok(())
+    }
+
+    fn delete_loan_broker(&mut self, loan: RowId) -> Result<(), StoreError> {
+        self.tx
+            .prepare_cached("DELETE FROM loan_brokers WHERE loan_id = ?1")?
+            .execute([loan])?;
+        Ok(())
+    }
+
+    // Savepoints through cached statements: `Transaction::savepoint` parses its SQL afresh
+    // each time, and savepoints were a quarter of a pass's time.
+    fn savepoint(&mut self) -> Result<(), StoreError> {
+        self.run("SAVEPOINT record")
+    }
+
+    fn release(&mut self) -> Result<(), StoreError> {
+        self.run("RELEASE record")
+    }
+
+    fn rollback(&mut self) -> Result<(), StoreError> {
+        self.run("ROLLBACK TO record")?;
+        self.run("RELEASE record")
+    }
+
+    fn problem(&mut self, index: u64, p: &Problem) -> Result<(), StoreError> {
+        self.problems += 1;
+        self.tx
+            .prepare_cached(
+                "INSERT INTO load_problems (load_id, seq, idx, message, field, code) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?
+            .execute(params![
+                self.id,
+                self.problems,
+                index as i64,
+                p.message(),
+                p.field,
+                p.code.as_str()
+            ])?;
+        Ok(())
+    }
+
+    fn latest_stamp(&mut self, pickup_name: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .tx
+            .query_row(
+                "SELECT max(stamp) FROM bulk_loads WHERE lender = ?1 AND pickup_name = ?2 AND id <> ?3",
+                params![self.lender, pickup_name, self.id],
+                |r| r.get(0),
+            )
+            .optional()?
+            .flatten())
+    }
+
+    fn complete(
+        self: Box<Self>,
+        ended_at: &str,
+        stamp: &str,
+        error_message: Option<&str>,
+        c: &Counts,
+    ) -> Result<RowId, StoreError> {
+        self.tx.execute(
+            "UPDATE bulk_loads SET ended_at = ?2, stamp = ?3, error_message = ?4,
+                num_create_success = ?5, num_update_success = ?6, num_add_success = ?7,
+                num_delete_success = ?8, num_create_failure = ?9, num_update_failure = ?10,
+                num_add_failure = ?11, num_delete_failure = ?12, num_mode_failure = ?13
+             WHERE id = ?1",
+            params![
+                self.id,
+                ended_at,
+                stamp,
+                error_message,
+                c.create_success,
+                c.update_success,
+                c.add_success,
+                c.delete_success,
+                c.create_failure,
+                c.update_failure,
+                c.add_failure,
+                c.delete_failure,
+                c.mode_failure
+            ],
+        )?;
+        let id = self.id;
+        self.tx.commit()?;
+        Ok(id)
+    }
+}
