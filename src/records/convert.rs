@@ -118,9 +118,13 @@ pub fn convert(path: &str, ty: Ty, v: Value, problems: &mut Problems) -> Slot {
                     Some(f) if f.fract() == 0.0 && f.abs() < 9.007_199_254_740_992e15 => {
                         Slot::Set(Val::Int(f as i64))
                     }
+                    Some(f) if f.fract() == 0.0 && f.abs() < 9.2e18 => refuse(
+                        Code::OutOfRange,
+                        format!("{n} cannot be read exactly (an integer written with a fraction or an exponent must be below 2^53; write it with digits only)."),
+                    ),
                     Some(f) if f.fract() == 0.0 => refuse(
                         Code::OutOfRange,
-                        format!("{n} is out of range for an exact integer (at most 2^53 when written with a fraction or an exponent; write it without)."),
+                        format!("{n} is out of range (from {} to {}).", i64::MIN, i64::MAX),
                     ),
                     _ => refuse(
                         Code::WrongType,
