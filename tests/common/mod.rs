@@ -195,6 +195,7 @@ pub fn store_dump(data: &Path) -> String {
             ("loan_borrowers", "loan_id, account_id"),
             ("loan_brokers", "loan_id"),
             ("loan_broker_contacts", "loan_id, account_id, position"),
+            ("partners", "id"),
         ];
         for (t, order) in tables {
             out.push_str(&format!("== {env} {t}\n"));
