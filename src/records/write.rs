@@ -206,7 +206,7 @@ impl Writer<'_> {
                 let who = holder.map(account_noun).unwrap_or("another account");
                 format!("\"{value}\" is already used by {who} of this lender; ExternalId must be unique across employees, borrowers and broker accounts.")
             }
-            _ => format!(
+            (Table::Brokers | Table::Loans | Table::Partners, _) => format!(
                 "\"{value}\" is already used by another {} of this lender.",
                 r.kind.noun()
             ),
