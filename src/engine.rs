@@ -15,14 +15,16 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use chrono::Utc;
 
+use crate::config::Lender;
 use crate::config::Lookups;
 use crate::failpoint;
 use crate::input::{FileError, ReadError, RecordReader, Stopped};
 use crate::layout;
-use crate::records::{self, ApplyError, Ctx, Kind, Mode, Outcome, Record, Rejection, Writer as RecordWriter};
+use crate::records::{
+    self, ApplyError, Ctx, Kind, Mode, Outcome, Record, Rejection, Writer as RecordWriter,
+};
 use crate::result::{iso, Counts};
 use crate::store::{LoadKey, LoadRow, LoadTx, Source, Store, StoreError};
-use crate::config::Lender;
 
 /// What a load was applied for.
 pub struct LoadRequest<'a> {

@@ -71,10 +71,11 @@ pub fn pass_lock_path(data_dir: &Path) -> PathBuf {
 }
 
 /// The longest pickup name (in bytes) whose derived names all fit the file system's 255 bytes:
-/// the claim `<17-digit stamp>-<8 hex>__<name>` adds 28 bytes (≤ 227), the result
-/// `<stem>.<stamp>.result.json` adds 30 to the stem (≤ 225), the processed
-/// `<stem>.<stamp>.<ext>` adds 18 (≤ 237). The SFTP server refuses longer upload names.
-pub const MAX_PICKUP_NAME_BYTES: usize = 225;
+/// the claim `<17-digit stamp>-<8 hex>__<name>` adds 28 bytes, the processed
+/// `<stem>.<stamp>.<ext>` 18, and the result `<stem>.<stamp>.result.json` 30 to the stem, written
+/// first as `.<result>.<pid>.tmp` (13 more with a 7-digit pid): the stem, so the whole name, may
+/// have 255 - 43 = 212 bytes. The SFTP server refuses longer upload names.
+pub const MAX_PICKUP_NAME_BYTES: usize = 212;
 
 /// Names a pass never picks up: hidden names and the usual partial-upload suffixes.
 pub fn is_ignored_name(name: &str) -> bool {
@@ -236,6 +237,7 @@ mod tests {
             let claim = format!("{stamp}-0123abcd__{name}");
             for derived in [
                 claim,
+                format!(".{}.4194304.tmp", result_name(&name, stamp)),
                 result_name(&name, stamp),
                 processed_stamped_name(&name, stamp),
                 processed_last_name(&name),

@@ -9,8 +9,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use bulkload::files::{run_pass, PassOptions};
 use bulkload::config::Config;
+use bulkload::files::{run_pass, PassOptions};
 
 #[derive(Parser)]
 #[command(
@@ -124,10 +124,16 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
             .context("the pass could not complete")?;
             let _ = writeln!(
                 out,
-                "pass complete: {} file(s) processed, {} blank file(s) discarded",
-                summary.files, summary.discarded
+                "pass complete: {} file(s) processed, {} blank file(s) discarded, {} skipped",
+                summary.files, summary.discarded, summary.skipped
             );
-            Ok(ExitCode::SUCCESS)
+            // 1: the pass went through but left files or lenders for the next one (the log and
+            // the lines above say why); 2 (an error): it could not complete.
+            Ok(if summary.skipped > 0 {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            })
         }
         Command::Check {
             config,

@@ -13,8 +13,8 @@ use tokio::sync::{Mutex, Notify};
 use tokio_cron_scheduler::{Job, JobScheduler};
 use tokio_util::sync::CancellationToken;
 
-use crate::files::{run_pass, PassOptions};
 use crate::config::Config;
+use crate::files::{run_pass, PassOptions};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ScheduleError {

@@ -356,8 +356,8 @@ fn nul_bytes() {
     assert_eq!(
         problems(&r),
         vec![
+            // Typed validation state: an invalid ExternalId is not also reported as missing.
             (0, "ExternalId: contains a NUL character.".to_string()),
-            (0, "ExternalId: required for create.".to_string())
         ]
     );
     assert_eq!(r["NumCreateSuccess"], 1);
@@ -429,7 +429,6 @@ fn duplicate_keys() {
         problems(&r),
         vec![
             (0, "ExternalId: supplied more than once (as \"ExternalId\" and \"EXTERNALID\"); which value is meant is unknown.".to_string()),
-            (0, "ExternalId: required for create.".to_string()),
             (1, "Mode: supplied more than once (as \"Mode\" and \"Mode\"); which value is meant is unknown.".to_string()),
             (2, "City: supplied more than once (as \"City\" and \"city\"); which value is meant is unknown.".to_string()),
         ]

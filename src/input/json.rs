@@ -352,15 +352,15 @@ impl<R: Read + Send> JsonReader<R> {
 impl<R: Read + Send> RecordReader for JsonReader<R> {
     fn read(&mut self, sink: &mut dyn FnMut(u64, Value) -> Flow) -> Result<u64, ReadError> {
         let Some(reader) = self.reader.take() else {
-            return Err(ReadError::File(FileError::Io("the input was read already".into())));
+            return Err(ReadError::File(FileError::Io(
+                "the input was read already".into(),
+            )));
         };
         let progress = self.progress.as_deref().map(|p| p as &dyn Fn(u64));
-        stream_array::<_, _, Stopped>(reader, self.bounds, progress, |i, v| sink(i, v)).map_err(
-            |e| match e {
-                StreamError::File(f) => ReadError::File(f),
-                StreamError::Callback(Stopped) => ReadError::Stopped,
-            },
-        )
+        stream_array::<_, _, Stopped>(reader, self.bounds, progress, sink).map_err(|e| match e {
+            StreamError::File(f) => ReadError::File(f),
+            StreamError::Callback(Stopped) => ReadError::Stopped,
+        })
     }
 }
 

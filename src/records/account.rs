@@ -35,7 +35,12 @@ macro_rules! account_fields {
 pub(crate) use account_fields;
 
 /// Creates an account row of `kind`, with its divisions when `divisions` names their field.
-pub fn create(w: &mut Writer<'_>, r: &Record, kind: AccountKind, divisions: Option<&str>) -> Applied {
+pub fn create(
+    w: &mut Writer<'_>,
+    r: &Record,
+    kind: AccountKind,
+    divisions: Option<&str>,
+) -> Applied {
     w.check_email(r.slot("Email"), None, kind == AccountKind::Borrower)?;
     // Resolve the divisions first: a create that cannot have them writes nothing.
     let divs = match divisions {

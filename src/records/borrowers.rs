@@ -59,7 +59,11 @@ mod tests {
     #[test]
     fn email_must_look_like_one() {
         assert_eq!(
-            messages(Kind::Borrowers, r#"{"Mode":"create","ExternalId":"B1","Email":"nope"}"#, None),
+            messages(
+                Kind::Borrowers,
+                r#"{"Mode":"create","ExternalId":"B1","Email":"nope"}"#,
+                None
+            ),
             vec!["Email: \"nope\" is not an email address."]
         );
     }

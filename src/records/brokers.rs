@@ -109,7 +109,11 @@ fn create(w: &mut Writer<'_>, r: &Record) -> Applied {
     w.set_divisions(Link::BrokerDivisions, id, &divs, false)?;
     w.tx.link(
         Link::BrokerContacts,
-        &[Value::Int(id), Value::Int(owner), Value::Text("Owner".into())],
+        &[
+            Value::Int(id),
+            Value::Int(owner),
+            Value::Text("Owner".into()),
+        ],
     )?;
     w.contacts(id, r.pairs("Contacts"), "Contacts", Link::BrokerContacts)?;
     Ok(Outcome::Created)
@@ -145,7 +149,10 @@ fn create_owner_account(w: &mut Writer<'_>, r: &Record) -> Result<i64, ApplyErro
         s("StateCode"),
         s("ZipCode"),
     ];
-    match w.tx.insert(Table::Accounts, &new_thread_id(), &cols, &vals)? {
+    match w
+        .tx
+        .insert(Table::Accounts, &new_thread_id(), &cols, &vals)?
+    {
         Written::Row(id) => Ok(id),
         // No ExternalId: no unique index can refuse it.
         Written::Duplicate => Err(ApplyError::Store(crate::store::StoreError::Backend(
@@ -187,7 +194,12 @@ fn update(w: &mut Writer<'_>, r: &Record, found: &Found) -> Applied {
     if let Some(d) = r.list(DIVISIONS) {
         w.set_divisions(Link::BrokerDivisions, found.id, d, true)?;
     }
-    w.contacts(found.id, r.pairs("Contacts"), "Contacts", Link::BrokerContacts)?;
+    w.contacts(
+        found.id,
+        r.pairs("Contacts"),
+        "Contacts",
+        Link::BrokerContacts,
+    )?;
     Ok(Outcome::Updated)
 }
 
@@ -200,7 +212,11 @@ mod tests {
     #[test]
     fn website_and_owner_name() {
         assert_eq!(
-            messages(Kind::Brokers, r#"{"Mode":"create","IdNumber":"B","WebsiteUrl":"ftp://x"}"#, None),
+            messages(
+                Kind::Brokers,
+                r#"{"Mode":"create","IdNumber":"B","WebsiteUrl":"ftp://x"}"#,
+                None
+            ),
             vec!["WebsiteUrl: \"ftp://x\" must start with https:// or http://."]
         );
         assert_eq!(

@@ -157,11 +157,10 @@ pub fn convert(path: &str, ty: Ty, v: Value, problems: &mut Problems) -> Slot {
             for (i, item) in items.into_iter().enumerate() {
                 let p = format!("{path}[{i}]");
                 match convert(&p, Ty::Str(max), item, problems) {
-                    Slot::Set(Val::Str(s)) => {
-                        if !out.iter().any(|o| o.eq_ignore_ascii_case(&s)) {
-                            out.push(s)
-                        }
+                    Slot::Set(Val::Str(s)) if !out.iter().any(|o| o.eq_ignore_ascii_case(&s)) => {
+                        out.push(s)
                     }
+                    Slot::Set(_) => {}
                     Slot::Null => problems.at(p, Code::Required, "must not be empty or null."),
                     _ => {}
                 }
@@ -315,7 +314,11 @@ fn convert_pair(path: &str, v: Value, problems: &mut Problems) -> Option<Pair> {
         format!("{path}.Account_ExternalId"),
     );
     if account.is_empty() && !invalid("Account_ThreadId") && !invalid("Account_ExternalId") {
-        problems.at(format!("{tf} or {lf}"), Code::Required, "one of them is required.");
+        problems.at(
+            format!("{tf} or {lf}"),
+            Code::Required,
+            "one of them is required.",
+        );
     }
     if let Some(t) = &account.thread_id {
         if !is_thread_id(t) {

@@ -115,7 +115,9 @@ pub fn hint(fields: &[Field], aliases: &[&[Alias]], name: &str) -> String {
         ),
         many => {
             let quoted: Vec<String> = many.iter().map(|n| format!("\"{n}\"")).collect();
-            let (last, rest) = quoted.split_last().map_or(("", &[][..]), |(l, r)| (l.as_str(), r));
+            let (last, rest) = quoted
+                .split_last()
+                .map_or(("", &[][..]), |(l, r)| (l.as_str(), r));
             format!("did you mean {} or {last}?", rest.join(", "))
         }
     }

@@ -40,8 +40,20 @@ const ALIASES: &[Alias] = &[
     ("broker", &["Broker_IdNumber", "Broker_ThreadId"]),
     ("brokerid", &["Broker_IdNumber", "Broker_ThreadId"]),
     ("idnumber", &["Broker_IdNumber"]),
-    ("loanofficer", &["LoanOfficer_AccountExternalId", "LoanOfficer_AccountThreadId"]),
-    ("officer", &["LoanOfficer_AccountExternalId", "LoanOfficer_AccountThreadId"]),
+    (
+        "loanofficer",
+        &[
+            "LoanOfficer_AccountExternalId",
+            "LoanOfficer_AccountThreadId",
+        ],
+    ),
+    (
+        "officer",
+        &[
+            "LoanOfficer_AccountExternalId",
+            "LoanOfficer_AccountThreadId",
+        ],
+    ),
     ("contacts", &["AdditionalContacts"]),
 ];
 

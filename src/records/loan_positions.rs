@@ -95,7 +95,11 @@ fn write(r: &Record, w: &mut Writer<'_>) -> Applied {
     w.relation(
         r.mode,
         Link::LoanPositions,
-        &[Value::Int(loan.id), Value::Int(account), Value::Text(position)],
+        &[
+            Value::Int(loan.id),
+            Value::Int(account),
+            Value::Text(position),
+        ],
         || Problem::sentence(None, Code::NotFound, missing),
     )
 }

@@ -35,8 +35,16 @@ pub static SPEC: Spec = Spec {
         f("ExternalLoanOfficer", Ty::Str(100), "external_loan_officer"),
         f("BranchNumber", Ty::Str(50), "branch_number"),
         f("FundedDate", Ty::DateTime, "funded_date"),
-        f("ClosedOutWithInvestor", Ty::DateTime, "closed_out_with_investor"),
-        f("FinalTitleUpdateDate", Ty::DateTime, "final_title_update_date"),
+        f(
+            "ClosedOutWithInvestor",
+            Ty::DateTime,
+            "closed_out_with_investor",
+        ),
+        f(
+            "FinalTitleUpdateDate",
+            Ty::DateTime,
+            "final_title_update_date",
+        ),
         f("TotalLoanAmount", Ty::Decimal, "total_loan_amount"),
         f("LoanPurposeId", Ty::Int, "loan_purpose_id"),
         f("LoanOccupancyId", Ty::Int, "loan_occupancy_id"),
@@ -45,9 +53,21 @@ pub static SPEC: Spec = Spec {
         f("WorkOrderDate", Ty::DateTime, "work_order_date"),
         f("SorDate", Ty::DateTime, "sor_date"),
         f("EstCompletionDate", Ty::DateTime, "est_completion_date"),
-        f("EscrowReasonRepairType", Ty::Str(50), "escrow_reason_repair_type"),
-        f("EscrowFinalAppraisal", Ty::Str(50), "escrow_final_appraisal"),
-        f("EscrowAppraisalMgmtCompany", Ty::Str(200), "escrow_appraisal_mgmt_company"),
+        f(
+            "EscrowReasonRepairType",
+            Ty::Str(50),
+            "escrow_reason_repair_type",
+        ),
+        f(
+            "EscrowFinalAppraisal",
+            Ty::Str(50),
+            "escrow_final_appraisal",
+        ),
+        f(
+            "EscrowAppraisalMgmtCompany",
+            Ty::Str(200),
+            "escrow_appraisal_mgmt_company",
+        ),
     ],
     shape: Shape::Entity {
         lender_id: "LoanNumber",
@@ -151,12 +171,20 @@ mod tests {
     fn lookup_ids() {
         let cfg = cfg();
         assert_eq!(
-            messages(Kind::Loans, r#"{"Mode":"create","LoanNumber":"l","LoanTypeId":99}"#, Some(ctx(&cfg))),
+            messages(
+                Kind::Loans,
+                r#"{"Mode":"create","LoanNumber":"l","LoanTypeId":99}"#,
+                Some(ctx(&cfg))
+            ),
             vec!["LoanTypeId: 99 is not a loan type id (see lookups/loan_types.csv)."]
         );
         // 1.0 is the integer 1.
         assert_eq!(
-            messages(Kind::Loans, r#"{"Mode":"create","LoanNumber":"l","LoanTypeId":1.0}"#, Some(ctx(&cfg))),
+            messages(
+                Kind::Loans,
+                r#"{"Mode":"create","LoanNumber":"l","LoanTypeId":1.0}"#,
+                Some(ctx(&cfg))
+            ),
             Vec::<String>::new()
         );
     }

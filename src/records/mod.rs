@@ -50,7 +50,9 @@ pub enum Kind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Shape {
     /// The field holding the lender's own id (`ExternalId`, `IdNumber`, `LoanNumber`, `Email`).
-    Entity { lender_id: &'static str },
+    Entity {
+        lender_id: &'static str,
+    },
     Relation,
 }
 
@@ -418,7 +420,9 @@ pub fn validate(kind: Kind, element: Value, ctx: Option<Ctx<'_>>) -> Result<Reco
         _ => "\"create\", \"update\" or \"upsert\"".to_string(),
     };
     let mode_at = spec.fields.iter().position(|f| f.name == "Mode");
-    let mode_slot = mode_at.map_or(Slot::Absent, |i| std::mem::replace(&mut slots[i], Slot::Absent));
+    let mode_slot = mode_at.map_or(Slot::Absent, |i| {
+        std::mem::replace(&mut slots[i], Slot::Absent)
+    });
     let mode = match mode_slot {
         Slot::Set(Val::Str(m)) => match Mode::parse(&m) {
             Some(m) if allowed.contains(&m) => Some(m),
@@ -426,14 +430,21 @@ pub fn validate(kind: Kind, element: Value, ctx: Option<Ctx<'_>>) -> Result<Reco
                 problems.at(
                     "Mode",
                     Code::InvalidValue,
-                    format!("\"{m}\" is not valid for {}; use {allowed_text}.", kind.prefix()),
+                    format!(
+                        "\"{m}\" is not valid for {}; use {allowed_text}.",
+                        kind.prefix()
+                    ),
                 );
                 None
             }
         },
         Slot::Invalid => None,
         _ => {
-            problems.at("Mode", Code::Required, format!("required; use {allowed_text}."));
+            problems.at(
+                "Mode",
+                Code::Required,
+                format!("required; use {allowed_text}."),
+            );
             None
         }
     };
@@ -564,13 +575,21 @@ fn division_rules(r: &mut Record, field: &'static str, ctx: Ctx<'_>, problems: &
             problems.at(
                 field,
                 Code::UnknownReference,
-                format!("division \"{id}\" does not exist for this lender (see lookups/divisions.csv)."),
+                format!(
+                    "division \"{id}\" does not exist for this lender (see lookups/divisions.csv)."
+                ),
             );
         }
     }
     let default = |lender: &Lender| {
         let id = lender.divisions[0].thread_id.clone();
-        match r.kind.fields().iter().find(|f| f.name == field).map(|f| f.ty) {
+        match r
+            .kind
+            .fields()
+            .iter()
+            .find(|f| f.name == field)
+            .map(|f| f.ty)
+        {
             Some(Ty::StrList(_)) => Slot::Set(Val::List(vec![id])),
             _ => Slot::Set(Val::Str(id)),
         }
@@ -592,7 +611,10 @@ fn division_rules(r: &mut Record, field: &'static str, ctx: Ctx<'_>, problems: &
         Slot::Null => problems.at(
             field,
             Code::NotAllowed,
-            format!("cannot be cleared; {} needs a division.", r.kind.article_noun()),
+            format!(
+                "cannot be cleared; {} needs a division.",
+                r.kind.article_noun()
+            ),
         ),
         _ => {}
     }
@@ -675,7 +697,10 @@ mod tests {
         assert!(r.messages()[0].starts_with("Mode: required"));
         // A Mode of the wrong type is one problem, not two.
         let r = validate(Kind::Loans, obj(r#"{"Mode":1,"LoanNumber":"a"}"#), None).unwrap_err();
-        assert_eq!(r.messages(), vec!["Mode: expected a string, found a number."]);
+        assert_eq!(
+            r.messages(),
+            vec!["Mode: expected a string, found a number."]
+        );
     }
 
     #[test]

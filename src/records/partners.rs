@@ -41,7 +41,11 @@ pub static SPEC: Spec = Spec {
         f("LastName", Ty::Str(200), "last_name"),
         f("AssignToEmail", Ty::Str(200), ""),
         f("AssignToUserId", Ty::Str(200), ""),
-        f("ExternalContactTypeId", Ty::Str(100), "external_contact_type_id"),
+        f(
+            "ExternalContactTypeId",
+            Ty::Str(100),
+            "external_contact_type_id",
+        ),
         f("LicenseId", Ty::Str(100), "license_id"),
         f("MobilePhone", Ty::Str(20), "mobile_phone"),
         f("WorkPhone", Ty::Str(20), "work_phone"),
@@ -64,30 +68,74 @@ pub static SPEC: Spec = Spec {
         f("Branch_Website", Ty::Str(2000), "branch_website"),
         f("Branch_City", Ty::Str(100), "branch_city"),
         f("Branch_State", Ty::Str(50), "branch_state"),
-        f("Branch_BranchAssociation", Ty::Str(200), "branch_branch_association"),
+        f(
+            "Branch_BranchAssociation",
+            Ty::Str(200),
+            "branch_branch_association",
+        ),
         f("Branch_Company_Name", Ty::Str(200), "company_name"),
         f("Branch_Company_Website", Ty::Str(2000), "company_website"),
-        f("Branch_Company_ExternalContactCompanyId", Ty::Str(100), "company_external_contact_company_id"),
+        f(
+            "Branch_Company_ExternalContactCompanyId",
+            Ty::Str(100),
+            "company_external_contact_company_id",
+        ),
         f("Branch_Company_OrgId", Ty::Str(100), "company_org_id"),
         f("Branch_Company_UserId", Ty::Str(100), "company_user_id"),
         f("Branch_Company_TpoId", Ty::Str(100), "company_tpo_id"),
         f("Branch_Company_CompanyCode", Ty::Str(100), "company_code"),
-        f("Branch_Company_OwnerName", Ty::Str(200), "company_owner_name"),
+        f(
+            "Branch_Company_OwnerName",
+            Ty::Str(200),
+            "company_owner_name",
+        ),
         f("Branch_Company_Phone", Ty::Str(20), "company_phone"),
         f("Branch_Company_Fax", Ty::Str(20), "company_fax"),
         f("Branch_Company_Email", Ty::Str(200), "company_email"),
-        f("Branch_Company_WebsiteUrl", Ty::Str(2000), "company_website_url"),
+        f(
+            "Branch_Company_WebsiteUrl",
+            Ty::Str(2000),
+            "company_website_url",
+        ),
         f("Branch_Company_NmlsId", Ty::Str(64), "company_nmls_id"),
-        f("Branch_Company_SalesRepresentativeUserId", Ty::Str(100), "company_sales_representative_user_id"),
+        f(
+            "Branch_Company_SalesRepresentativeUserId",
+            Ty::Str(100),
+            "company_sales_representative_user_id",
+        ),
         f("Branch_Company_City", Ty::Str(100), "company_city"),
         f("Branch_Company_StateId", Ty::Str(50), "company_state_id"),
         f("Branch_Company_Address1", Ty::Str(200), "company_address1"),
-        f("Branch_Company_PostalCode", Ty::Str(10), "company_postal_code"),
-        f("Branch_Company_BranchAssociation", Ty::Str(200), "company_branch_association"),
-        f("Branch_Company_ExternalContactCompanyLoanProductTypes", Ty::Str(500), "company_loan_product_types"),
-        f("Branch_Company_ExternalContactCompanyLoanPurposeTypes", Ty::Str(500), "company_loan_purpose_types"),
-        f("Branch_Company_ExternalContactCompanyChannelTypes", Ty::Str(500), "company_channel_types"),
-        f("Branch_Company_ApprovalStatusId", Ty::Int, "company_approval_status_id"),
+        f(
+            "Branch_Company_PostalCode",
+            Ty::Str(10),
+            "company_postal_code",
+        ),
+        f(
+            "Branch_Company_BranchAssociation",
+            Ty::Str(200),
+            "company_branch_association",
+        ),
+        f(
+            "Branch_Company_ExternalContactCompanyLoanProductTypes",
+            Ty::Str(500),
+            "company_loan_product_types",
+        ),
+        f(
+            "Branch_Company_ExternalContactCompanyLoanPurposeTypes",
+            Ty::Str(500),
+            "company_loan_purpose_types",
+        ),
+        f(
+            "Branch_Company_ExternalContactCompanyChannelTypes",
+            Ty::Str(500),
+            "company_channel_types",
+        ),
+        f(
+            "Branch_Company_ApprovalStatusId",
+            Ty::Int,
+            "company_approval_status_id",
+        ),
         f("Other1", Ty::Str(500), "other1"),
         f("Other2", Ty::Str(500), "other2"),
         f("Other3", Ty::Str(500), "other3"),
@@ -168,7 +216,11 @@ fn rules(r: &mut Record, _: Option<super::Ctx<'_>>, problems: &mut Problems) {
     }
     for name in ["FirstName", "LastName"] {
         if *r.slot(name) == Slot::Null && r.mode != Mode::Create {
-            problems.at(name, Code::NotAllowed, "cannot be cleared; a partner needs one.");
+            problems.at(
+                name,
+                Code::NotAllowed,
+                "cannot be cleared; a partner needs one.",
+            );
         }
     }
 }
@@ -189,7 +241,11 @@ fn assignee(w: &mut Writer<'_>, r: &Record) -> Result<Option<RowId>, ApplyError>
     let by_email = match r.str("AssignToEmail") {
         Some(e) => {
             let key = e.to_lowercase();
-            match w.tx.find(Table::Accounts, Key::Column("email_key", &key), Some(AccountKind::Employee))? {
+            match w.tx.find(
+                Table::Accounts,
+                Key::Column("email_key", &key),
+                Some(AccountKind::Employee),
+            )? {
                 Some(f) => Some(f.id),
                 None => {
                     return refuse(
@@ -249,7 +305,9 @@ fn dedupe(w: &mut Writer<'_>, r: &Record, except: Option<RowId>) -> Result<(), A
         return Ok(());
     }
     let key = license.to_lowercase();
-    if let Some(other) = w.tx.find(Table::Partners, Key::Column("license_key", &key), None)? {
+    if let Some(other) =
+        w.tx.find(Table::Partners, Key::Column("license_key", &key), None)?
+    {
         if Some(other.id) != except {
             return super::write::reject(Problem::field(
                 "LicenseId",
@@ -333,7 +391,11 @@ mod tests {
             ]
         );
         assert_eq!(
-            messages(Kind::Partners, r#"{"Mode":"create","FirstName":"A","LastName":"B","AssignToEmail":"e@x.test"}"#, None),
+            messages(
+                Kind::Partners,
+                r#"{"Mode":"create","FirstName":"A","LastName":"B","AssignToEmail":"e@x.test"}"#,
+                None
+            ),
             vec!["Email: required for create."]
         );
         assert!(messages(
@@ -347,7 +409,11 @@ mod tests {
     #[test]
     fn update_by_email_and_no_clearing() {
         assert_eq!(
-            messages(Kind::Partners, r#"{"Mode":"update","Email":"p@x.test","Notes":"n"}"#, None),
+            messages(
+                Kind::Partners,
+                r#"{"Mode":"update","Email":"p@x.test","Notes":"n"}"#,
+                None
+            ),
             Vec::<String>::new()
         );
         assert_eq!(

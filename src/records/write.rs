@@ -11,7 +11,9 @@
 use super::{Kind, Mode, Pair, Record, Ref, Slot, Val};
 use crate::config::Lender;
 use crate::problem::{Code, Problem, Problems};
-use crate::store::{AccountKind, Found, Key, Link, LoadTx, RowId, StoreError, Table, Value, Written};
+use crate::store::{
+    AccountKind, Found, Key, Link, LoadTx, RowId, StoreError, Table, Value, Written,
+};
 
 /// What applying a record did; decides which success counter it lands in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -334,7 +336,9 @@ impl Writer<'_> {
             }
         };
         match hit {
-            Some(Found { id, kind: Some(k), .. }) if k == want => Ok(id),
+            Some(Found {
+                id, kind: Some(k), ..
+            }) if k == want => Ok(id),
             Some(Found { kind, .. }) => reject(Problem::field(
                 field,
                 Code::Conflict,
@@ -453,7 +457,9 @@ impl Writer<'_> {
                     Problem::field(
                         at.clone(),
                         Code::NotFound,
-                        format!("the account is not a \"{position}\" contact here; nothing to delete."),
+                        format!(
+                            "the account is not a \"{position}\" contact here; nothing to delete."
+                        ),
                     )
                 },
             )?;

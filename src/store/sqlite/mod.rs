@@ -6,7 +6,9 @@
 //! what `records` asks for, scoped to the transaction's lender.
 
 use rusqlite::types::Value as SqlValue;
-use rusqlite::{params, params_from_iter, Connection, ErrorCode, OptionalExtension, TransactionBehavior};
+use rusqlite::{
+    params, params_from_iter, Connection, ErrorCode, OptionalExtension, TransactionBehavior,
+};
 use std::path::Path;
 
 use super::{
@@ -415,10 +417,7 @@ impl LoadTx for SqliteTx<'_> {
 
     fn get(&mut self, table: Table, id: RowId, col: &str) -> Result<Value, StoreError> {
         let q = format!("SELECT {col} FROM {} WHERE id = ?1", table_name(table));
-        let v: SqlValue = self
-            .tx
-            .prepare_cached(&q)?
-            .query_row([id], |r| r.get(0))?;
+        let v: SqlValue = self.tx.prepare_cached(&q)?.query_row([id], |r| r.get(0))?;
         Ok(match v {
             SqlValue::Integer(i) => Value::Int(i),
             SqlValue::Text(s) => Value::Text(s),
@@ -483,7 +482,9 @@ impl LoadTx for SqliteTx<'_> {
 
     fn set_loan_officer(&mut self, loan: RowId, officer: RowId) -> Result<(), StoreError> {
         self.tx
-            .prepare_cached("UPDATE loan_brokers SET loan_officer_account_id = ?2 WHERE loan_id = ?1")?
+            .prepare_cached(
+                "UPDATE loan_brokers SET loan_officer_account_id = ?2 WHERE loan_id = ?1",
+            )?
             .execute(params![loan, officer])?;
         Ok(())
     }
