@@ -14,6 +14,7 @@ use tokio_cron_scheduler::{Job, JobScheduler};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::engine::WriterQueue;
 use crate::files::{run_pass, PassOptions};
 
 #[derive(Debug, thiserror::Error)]
@@ -32,15 +33,23 @@ pub struct Passes {
     running: Arc<Mutex<()>>,
     /// A pass was asked for and has not started yet.
     pending: Arc<AtomicBool>,
+    /// The engine's single writer: a pass takes its turn, as every other intake does.
+    writer: WriterQueue,
     /// Set on shutdown: the running pass stops after its current file, no new one starts.
     stop: Arc<AtomicBool>,
 }
 
 impl Passes {
+    /// The single writer passes take their turn from; other intakes submit through it too.
+    pub fn writer(&self) -> &WriterQueue {
+        &self.writer
+    }
+
     pub fn new(cfg: Arc<Config>) -> Self {
         Passes {
             cfg,
             running: Arc::new(Mutex::new(())),
+            writer: WriterQueue::new(),
             pending: Arc::new(AtomicBool::new(false)),
             stop: Arc::new(AtomicBool::new(false)),
         }
@@ -68,6 +77,7 @@ impl Passes {
     async fn run_one(&self, trigger: &'static str) {
         let cfg = self.cfg.clone();
         let stop = self.stop.clone();
+        let writer = self.writer.clone();
         let settle = Duration::from_secs(cfg.schedule.settle_seconds);
         tracing::info!(trigger, "pass starting");
         let span = tracing::Span::current();
@@ -77,7 +87,7 @@ impl Passes {
                 settle,
                 progress: false,
                 stop: Some(&stop),
-                queue: None,
+                queue: Some(&writer),
             };
             run_pass(&cfg, &opts, &mut |ev| tracing::info!("{}", ev.summary()))
         })
