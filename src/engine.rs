@@ -11,7 +11,7 @@
 //! record type's rules (`records`).
 
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use chrono::Utc;
 
@@ -241,42 +241,112 @@ fn apply_one(
     Ok(())
 }
 
-/// The single writer: every intake (a pass over pickup files, an API submission) takes it before
-/// it writes to the stores, so loads never interleave and a lender's loads apply in the order
-/// they were submitted. In one process it is a fair mutex; across processes (`bulkload run`
-/// beside `bulkload serve`) the holder also takes the data folder's pass lock.
+/// The single writer: every intake (a pass over pickup files, an API submission) takes its turn
+/// before it writes to the stores, so loads never interleave, and turns are served in the order
+/// they were asked for (a ticket queue), so a lender's loads apply in the order they were
+/// submitted. Across processes (`bulkload run` beside `bulkload serve`) the holder also takes the
+/// data folder's pass lock.
 #[derive(Clone, Default)]
 pub struct WriterQueue {
-    inner: Arc<Mutex<()>>,
+    inner: Arc<Tickets>,
 }
 
-/// Proof of holding the single writer; dropping it lets the next intake in.
+#[derive(Default)]
+struct Tickets {
+    /// (next ticket to hand out, ticket being served)
+    state: Mutex<(u64, u64)>,
+    turn_over: Condvar,
+}
+
+impl Tickets {
+    fn state(&self) -> MutexGuard<'_, (u64, u64)> {
+        // The counters are always consistent (plain additions): a panic elsewhere while the
+        // lock was held leaves nothing to repair.
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// Proof of holding the single writer; dropping it lets the next ticket in.
 pub struct WriterTurn<'q> {
-    _guard: MutexGuard<'q, ()>,
+    queue: &'q Tickets,
+}
+
+impl Drop for WriterTurn<'_> {
+    fn drop(&mut self) {
+        self.queue.state().1 += 1;
+        self.queue.turn_over.notify_all();
+    }
 }
 
 impl WriterQueue {
     pub fn new() -> Self {
         Self::default()
     }
-    /// Waits for the writer's turn (blocking: call it off the async threads).
+    /// Waits for the writer's turn, first come first served (blocking: call it off the async
+    /// threads).
     pub fn turn(&self) -> WriterTurn<'_> {
-        // A holder that panicked left nothing half-done in the stores (each load is one
-        // transaction), so a poisoned lock is taken over.
-        let guard = self
-            .inner
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        WriterTurn { _guard: guard }
-    }
-    /// Takes the turn only if it is free.
-    pub fn try_turn(&self) -> Option<WriterTurn<'_>> {
-        match self.inner.try_lock() {
-            Ok(g) => Some(WriterTurn { _guard: g }),
-            Err(std::sync::TryLockError::Poisoned(p)) => Some(WriterTurn {
-                _guard: p.into_inner(),
-            }),
-            Err(std::sync::TryLockError::WouldBlock) => None,
+        let t = &*self.inner;
+        let mut st = t.state();
+        let mine = st.0;
+        st.0 += 1;
+        while st.1 != mine {
+            st = t
+                .turn_over
+                .wait(st)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
         }
+        WriterTurn { queue: t }
+    }
+    /// Takes the turn only if nobody holds or waits for it.
+    pub fn try_turn(&self) -> Option<WriterTurn<'_>> {
+        let t = &*self.inner;
+        let mut st = t.state();
+        if st.0 != st.1 {
+            return None;
+        }
+        st.0 += 1;
+        Some(WriterTurn { queue: t })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[test]
+    fn turns_are_exclusive_and_first_come_first_served() {
+        let q = WriterQueue::new();
+        let held = q.turn();
+        assert!(q.try_turn().is_none());
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let inside = Arc::new(AtomicUsize::new(0));
+        let mut handles = Vec::new();
+        for i in 0..4 {
+            let (q2, order, inside) = (q.clone(), order.clone(), inside.clone());
+            handles.push(std::thread::spawn(move || {
+                let _t = q2.turn();
+                assert_eq!(
+                    inside.fetch_add(1, Ordering::SeqCst),
+                    0,
+                    "two writers at once"
+                );
+                order.lock().unwrap().push(i);
+                std::thread::sleep(std::time::Duration::from_millis(5));
+                inside.fetch_sub(1, Ordering::SeqCst);
+            }));
+            // Ask in a known order.
+            while q.inner.state().0 != i as u64 + 2 {
+                std::thread::yield_now();
+            }
+        }
+        drop(held);
+        for h in handles {
+            h.join().unwrap();
+        }
+        assert_eq!(*order.lock().unwrap(), vec![0, 1, 2, 3]);
+        assert!(q.try_turn().is_some());
     }
 }
