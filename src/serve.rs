@@ -101,8 +101,22 @@ pub fn load_or_create_host_key(path: &Path) -> Result<PrivateKey, ServeError> {
     Ok(key)
 }
 
+/// Makes glibc serve every allocation of 1 MiB or more with its own mapping, returned to the
+/// system when freed. Without it, glibc raises its threshold after the first such free and then
+/// keeps each password check's 19 MiB argon2 buffer in the heap of whichever thread ran it:
+/// a flood of wrong passwords grew the daemon by hundreds of MiB that it never gave back.
+fn bound_large_allocations() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator tuning; called before the daemon's threads start
+    // allocating large blocks.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+    }
+}
+
 /// Runs the daemon until `shutdown` completes.
 pub async fn serve(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), ServeError> {
+    bound_large_allocations();
     let cfg = Arc::new(cfg);
     // Lenders see their folders from the first login on, before any pass ran.
     for lender in &cfg.lenders {

@@ -331,17 +331,47 @@ pub enum StartupRefusal {
     Startups { pending: usize, percent: u32 },
 }
 
+/// Connections of one address that may wait for a free unauthenticated slot, per slot.
+pub const WAITING_PER_SLOT: usize = 4;
+/// Connections that may wait for a free slot, all addresses together.
+pub const MAX_WAITING: usize = 1024;
+
 #[derive(Default)]
 struct PendingCounts {
     total: usize,
     per_address: HashMap<IpAddr, usize>,
+    waiting_total: usize,
+    waiting: HashMap<IpAddr, usize>,
 }
 
-/// Counts connections that have not logged in yet, per address and in all.
+/// Counts connections that have not logged in yet, per address and in all. A connection over
+/// its address's cap may wait for a slot (at most `WAITING_PER_SLOT` per slot of that address
+/// and `MAX_WAITING` in all, without being read from), so that a lender starting many
+/// uploads at once is served in turn instead of refused.
 pub struct Pending {
     per_address_max: usize,
     startups: MaxStartups,
     counts: Mutex<PendingCounts>,
+    freed: tokio::sync::Notify,
+}
+
+/// One connection waiting for a slot; uncounted on drop.
+pub struct WaitSlot {
+    pending: Arc<Pending>,
+    ip: IpAddr,
+}
+
+impl Drop for WaitSlot {
+    fn drop(&mut self) {
+        let mut c = lock(&self.pending.counts);
+        c.waiting_total = c.waiting_total.saturating_sub(1);
+        if let Some(n) = c.waiting.get_mut(&self.ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                c.waiting.remove(&self.ip);
+            }
+        }
+    }
 }
 
 /// One connection counted as not logged in; uncounted by `release` (at login) or on drop.
@@ -357,7 +387,45 @@ impl Pending {
             per_address_max: per_address_max.max(1),
             startups,
             counts: Mutex::new(PendingCounts::default()),
+            freed: tokio::sync::Notify::new(),
         })
+    }
+
+    /// A place in the waiting line of `ip`, or `None` when that line (or all lines) is full.
+    pub fn try_wait(self: &Arc<Self>, ip: IpAddr) -> Option<WaitSlot> {
+        let mut c = lock(&self.counts);
+        let mine = c.waiting.get(&ip).copied().unwrap_or(0);
+        if mine >= self.per_address_max * WAITING_PER_SLOT || c.waiting_total >= MAX_WAITING {
+            return None;
+        }
+        c.waiting_total += 1;
+        *c.waiting.entry(ip).or_insert(0) += 1;
+        Some(WaitSlot {
+            pending: self.clone(),
+            ip,
+        })
+    }
+
+    /// `admit`, waiting until `deadline` for a slot of `ip` to free up.
+    pub async fn admit_waiting(
+        self: &Arc<Self>,
+        ip: IpAddr,
+        roll: u32,
+        deadline: tokio::time::Instant,
+    ) -> Result<Arc<PendingSlot>, StartupRefusal> {
+        loop {
+            let freed = self.freed.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            match self.admit(ip, roll) {
+                Err(StartupRefusal::PerAddress(n)) => {
+                    if tokio::time::timeout_at(deadline, freed).await.is_err() {
+                        return Err(StartupRefusal::PerAddress(n));
+                    }
+                }
+                other => return other,
+            }
+        }
     }
 
     /// Admits a new connection from `ip`, or says why not. `roll` is a number in 0..100
@@ -400,14 +468,17 @@ impl PendingSlot {
         if self.released.swap(true, Ordering::SeqCst) {
             return;
         }
-        let mut c = lock(&self.pending.counts);
-        c.total = c.total.saturating_sub(1);
-        if let Some(n) = c.per_address.get_mut(&self.ip) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                c.per_address.remove(&self.ip);
+        {
+            let mut c = lock(&self.pending.counts);
+            c.total = c.total.saturating_sub(1);
+            if let Some(n) = c.per_address.get_mut(&self.ip) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    c.per_address.remove(&self.ip);
+                }
             }
         }
+        self.pending.freed.notify_waiters();
     }
 }
 
@@ -501,6 +572,39 @@ mod tests {
         drop(s4);
         assert_eq!(p.total(), 2);
         assert!(p.admit(a, 99).is_ok());
+    }
+
+    #[tokio::test]
+    async fn over_the_cap_a_connection_waits_for_a_slot() {
+        let p = Pending::new(
+            1,
+            MaxStartups {
+                start: 100,
+                rate: 30,
+                full: 300,
+            },
+        );
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let s1 = p.admit(a, 99).unwrap();
+        let waits: Vec<_> = (0..WAITING_PER_SLOT)
+            .map(|_| p.try_wait(a).unwrap())
+            .collect();
+        assert!(p.try_wait(a).is_none(), "the line is full");
+        let soon = tokio::time::Instant::now() + Duration::from_millis(50);
+        assert!(
+            p.admit_waiting(a, 99, soon).await.is_err(),
+            "no slot in time"
+        );
+        let p2 = p.clone();
+        let waiter = tokio::spawn(async move {
+            let later = tokio::time::Instant::now() + Duration::from_secs(5);
+            p2.admit_waiting(a, 99, later).await.is_ok()
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        drop(s1);
+        assert!(waiter.await.unwrap(), "admitted once the slot was freed");
+        drop(waits);
+        assert!(p.try_wait(a).is_some());
     }
 
     #[tokio::test]

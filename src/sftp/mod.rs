@@ -172,8 +172,14 @@ pub async fn accept_loop(
     cancel: CancellationToken,
     tracker: TaskTracker,
 ) {
-    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     let grace = Duration::from_secs(shared.cfg.sftp.login_grace_seconds.max(1));
+    let ctx = Arc::new(Ctx {
+        ssh,
+        shared: shared.clone(),
+        slots: Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS)),
+        cancel: cancel.clone(),
+        tracker: tracker.clone(),
+    });
     // Summaries of rate-limited log lines, also when a flood has stopped.
     {
         let cancel = cancel.clone();
@@ -204,84 +210,119 @@ pub async fn accept_loop(
             limited_info!("refusal", address = %addr, "refused: address banned after failed logins");
             continue;
         }
-        let pending = match shared.pending.admit(addr.ip(), rand::random_range(0..100)) {
-            Ok(p) => p,
+        let roll = rand::random_range(0..100);
+        let deadline = tokio::time::Instant::now() + grace;
+        match shared.pending.admit(addr.ip(), roll) {
+            Ok(pending) => launch(&ctx, socket, addr, pending, deadline),
             Err(auth::StartupRefusal::PerAddress(n)) => {
-                limited_info!("refusal", address = %addr, unauthenticated = n, "refused: too many connections from this address that have not logged in");
-                continue;
+                let Some(wait) = shared.pending.try_wait(addr.ip()) else {
+                    limited_info!("refusal", address = %addr, unauthenticated = n, "refused: too many connections from this address that have not logged in");
+                    continue;
+                };
+                // Over the address's cap: wait (unread) for one of its slots, within the grace time.
+                let ctx2 = ctx.clone();
+                tracker.spawn(async move {
+                    let admitted = ctx2.shared.pending.admit_waiting(addr.ip(), roll, deadline).await;
+                    drop(wait);
+                    match admitted {
+                        Ok(pending) => launch(&ctx2, socket, addr, pending, deadline),
+                        Err(_) => {
+                            limited_info!("refusal", address = %addr, unauthenticated = n, "refused: too many connections from this address that have not logged in (waited for the login grace time)");
+                        }
+                    }
+                });
             }
             Err(auth::StartupRefusal::Startups { pending, percent }) => {
                 limited_info!("refusal", address = %addr, unauthenticated = pending, drop_percent = percent, "refused: too many connections that have not logged in (early drop)");
-                continue;
             }
-        };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            limited_warn!("refusal", address = %addr, limit = MAX_CONNECTIONS, "refused: too many connections");
-            continue;
-        };
-        if let Err(e) = socket.set_nodelay(true) {
-            tracing::debug!(address = %addr, error = %e, "cannot set TCP_NODELAY");
         }
-        // A second descriptor of the socket: shutting it down ends a connection whose login
-        // grace time is over, whatever the session task is doing (and, unlike the number of
-        // the session's own descriptor, it cannot be reused for another socket meanwhile).
-        let kill_fd = socket.as_fd().try_clone_to_owned().ok();
-        let authed = CancellationToken::new();
-        let handler = Connection::new(shared.clone(), addr, pending.clone(), authed.clone());
-        let ssh = ssh.clone();
-        let cancel = cancel.clone();
-        tracker.spawn(async move {
-            let _slot = slot;
-            let run = async move {
-                let session = match russh::server::run_stream(ssh, socket, handler).await {
-                    Ok(s) => s,
-                    Err(e) => {
-                        tracing::debug!(address = %addr, error = %e, "connection setup failed");
-                        return;
-                    }
-                };
-                let handle = session.handle();
-                tokio::select! {
-                    r = session => {
-                        if let Err(e) = r {
-                            tracing::debug!(address = %addr, error = %e, "connection ended with an error");
-                        }
-                    }
-                    _ = cancel.cancelled() => {
-                        let _ = handle
-                            .disconnect(
-                                russh::Disconnect::ByApplication,
-                                "server shutting down".into(),
-                                "en".into(),
-                            )
-                            .await;
-                    }
-                }
-            };
-            tokio::pin!(run);
-            let expired = async {
-                tokio::select! {
-                    _ = tokio::time::sleep(grace) => {}
-                    // Logged in in time: no grace limit from now on.
-                    _ = authed.cancelled() => std::future::pending::<()>().await,
-                }
-            };
-            tokio::select! {
-                _ = &mut run => return,
-                _ = expired => {}
-            }
-            limited_info!("refusal", address = %addr, grace_seconds = grace.as_secs(), "closed: no login within the login grace time");
-            pending.release();
-            if let Some(fd) = &kill_fd {
-                // SAFETY: shutdown(2) on a descriptor we own; it only ends this socket.
-                unsafe { libc::shutdown(fd.as_raw_fd(), libc::SHUT_RDWR) };
-            }
-            // The session ends on its next read; it may first finish a login step in progress.
-            if tokio::time::timeout(Duration::from_secs(10), run).await.is_err() {
-                tracing::debug!(address = %addr, "session did not end after its grace time");
-            }
-        });
     }
+}
+
+/// What starting a connection needs.
+struct Ctx {
+    ssh: Arc<russh::server::Config>,
+    shared: Arc<Shared>,
+    slots: Arc<tokio::sync::Semaphore>,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+}
+
+/// Runs the SSH session of an admitted connection, closing it at `deadline` unless it logged in.
+fn launch(
+    ctx: &Arc<Ctx>,
+    socket: tokio::net::TcpStream,
+    addr: SocketAddr,
+    pending: Arc<PendingSlot>,
+    deadline: tokio::time::Instant,
+) {
+    let Ok(slot) = ctx.slots.clone().try_acquire_owned() else {
+        limited_warn!("refusal", address = %addr, limit = MAX_CONNECTIONS, "refused: too many connections");
+        return;
+    };
+    if let Err(e) = socket.set_nodelay(true) {
+        tracing::debug!(address = %addr, error = %e, "cannot set TCP_NODELAY");
+    }
+    // A second descriptor of the socket: shutting it down ends a connection whose login
+    // grace time is over, whatever the session task is doing (and, unlike the number of
+    // the session's own descriptor, it cannot be reused for another socket meanwhile).
+    let kill_fd = socket.as_fd().try_clone_to_owned().ok();
+    let authed = CancellationToken::new();
+    let handler = Connection::new(ctx.shared.clone(), addr, pending.clone(), authed.clone());
+    let ssh = ctx.ssh.clone();
+    let cancel = ctx.cancel.clone();
+    let grace_seconds = ctx.shared.cfg.sftp.login_grace_seconds;
+    ctx.tracker.spawn(async move {
+        let _slot = slot;
+        let run = async move {
+            let session = match russh::server::run_stream(ssh, socket, handler).await {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::debug!(address = %addr, error = %e, "connection setup failed");
+                    return;
+                }
+            };
+            let handle = session.handle();
+            tokio::select! {
+                r = session => {
+                    if let Err(e) = r {
+                        tracing::debug!(address = %addr, error = %e, "connection ended with an error");
+                    }
+                }
+                _ = cancel.cancelled() => {
+                    let _ = handle
+                        .disconnect(
+                            russh::Disconnect::ByApplication,
+                            "server shutting down".into(),
+                            "en".into(),
+                        )
+                        .await;
+                }
+            }
+        };
+        tokio::pin!(run);
+        let expired = async {
+            tokio::select! {
+                _ = tokio::time::sleep_until(deadline) => {}
+                // Logged in in time: no grace limit from now on.
+                _ = authed.cancelled() => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            _ = &mut run => return,
+            _ = expired => {}
+        }
+        limited_info!("refusal", address = %addr, grace_seconds, "closed: no login within the login grace time");
+        pending.release();
+        if let Some(fd) = &kill_fd {
+            // SAFETY: shutdown(2) on a descriptor we own; it only ends this socket.
+            unsafe { libc::shutdown(fd.as_raw_fd(), libc::SHUT_RDWR) };
+        }
+        // The session ends on its next read; it may first finish a login step in progress.
+        if tokio::time::timeout(Duration::from_secs(10), run).await.is_err() {
+            tracing::debug!(address = %addr, "session did not end after its grace time");
+        }
+    });
 }
 
 /// The SSH side of one connection.
