@@ -129,6 +129,12 @@ struct RawSftp {
     login_failure_window_seconds: u64,
     #[serde(default = "default_ban")]
     ban_seconds: u64,
+    #[serde(default = "default_login_grace")]
+    login_grace_seconds: u64,
+    #[serde(default = "default_max_unauth_per_address")]
+    max_unauthenticated_per_address: usize,
+    #[serde(default = "default_max_startups")]
+    max_startups: String,
 }
 impl Default for RawSftp {
     fn default() -> Self {
@@ -141,6 +147,9 @@ impl Default for RawSftp {
             max_login_failures: default_max_failures(),
             login_failure_window_seconds: default_ban_window(),
             ban_seconds: default_ban(),
+            login_grace_seconds: default_login_grace(),
+            max_unauthenticated_per_address: default_max_unauth_per_address(),
+            max_startups: default_max_startups(),
         }
     }
 }
@@ -164,6 +173,15 @@ fn default_ban_window() -> u64 {
 }
 fn default_ban() -> u64 {
     900
+}
+fn default_login_grace() -> u64 {
+    60
+}
+fn default_max_unauth_per_address() -> usize {
+    10
+}
+fn default_max_startups() -> String {
+    "100:30:300".into()
 }
 
 #[derive(Debug, Deserialize)]
@@ -298,6 +316,60 @@ pub struct Sftp {
     pub max_login_failures: u32,
     pub login_failure_window_seconds: u64,
     pub ban_seconds: u64,
+    /// Time a connection has for the whole authentication (handshake included).
+    pub login_grace_seconds: u64,
+    /// Connections not yet logged in that one source address may hold.
+    pub max_unauthenticated_per_address: usize,
+    /// Early random drop of new connections while many are not logged in yet.
+    pub max_startups: MaxStartups,
+}
+
+/// OpenSSH's `MaxStartups start:rate:full`: with `start` or more connections not yet logged
+/// in, a new one is dropped with probability `rate`%, rising linearly to 100% at `full`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MaxStartups {
+    pub start: usize,
+    pub rate: u32,
+    pub full: usize,
+}
+
+impl MaxStartups {
+    /// Parses `start:rate:full` (or a single number `n`, meaning `n:100:n`).
+    pub fn parse(s: &str) -> Option<MaxStartups> {
+        let parts: Vec<&str> = s.trim().split(':').collect();
+        let m = match parts.as_slice() {
+            [n] => {
+                let n = n.trim().parse().ok()?;
+                MaxStartups {
+                    start: n,
+                    rate: 100,
+                    full: n,
+                }
+            }
+            [a, b, c] => MaxStartups {
+                start: a.trim().parse().ok()?,
+                rate: b.trim().parse().ok()?,
+                full: c.trim().parse().ok()?,
+            },
+            _ => return None,
+        };
+        (m.start >= 1 && m.rate <= 100 && m.full >= m.start).then_some(m)
+    }
+
+    /// The chance, in percent, that a new connection is dropped while `pending` connections are
+    /// not logged in yet.
+    pub fn drop_percent(&self, pending: usize) -> u32 {
+        if pending < self.start {
+            0
+        } else if pending >= self.full {
+            100
+        } else {
+            let span = (self.full - self.start) as u64;
+            let over = (pending - self.start) as u64;
+            let r = u64::from(self.rate);
+            (r + (100 - r) * over / span) as u32
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -530,6 +602,22 @@ impl Config {
                 "[limits] max_record_bytes must be at least 1024".into(),
             ));
         }
+        if raw.sftp.login_grace_seconds == 0 {
+            return Err(invalid(
+                "[sftp] login_grace_seconds must be at least 1".into(),
+            ));
+        }
+        if raw.sftp.max_unauthenticated_per_address == 0 {
+            return Err(invalid(
+                "[sftp] max_unauthenticated_per_address must be at least 1".into(),
+            ));
+        }
+        let Some(max_startups) = MaxStartups::parse(&raw.sftp.max_startups) else {
+            return Err(invalid(format!(
+                "[sftp] max_startups = {:?}: expected \"start:rate:full\" (1 <= start <= full, rate 0-100), e.g. \"100:30:300\"",
+                raw.sftp.max_startups
+            )));
+        };
         if raw.sftp.max_sessions_per_lender == 0 {
             return Err(invalid(
                 "[sftp] max_sessions_per_lender must be at least 1".into(),
@@ -661,6 +749,9 @@ impl Config {
                 max_login_failures: raw.sftp.max_login_failures,
                 login_failure_window_seconds: raw.sftp.login_failure_window_seconds,
                 ban_seconds: raw.sftp.ban_seconds,
+                login_grace_seconds: raw.sftp.login_grace_seconds,
+                max_unauthenticated_per_address: raw.sftp.max_unauthenticated_per_address,
+                max_startups,
             },
             limits: Limits {
                 max_file_bytes: raw.limits.max_file_bytes,
@@ -704,6 +795,29 @@ mod tests {
         let text = "[[lenders]]\nid = \"../x\"\n[[lenders.divisions]]\nthread_id = \"0123456789abcdef0123456789abcdef\"\nsystem_name = \"a\"\neditable_name = \"A\"\n";
         let e = Config::parse(text, "t", Path::new("")).unwrap_err();
         assert!(e.to_string().contains("not a safe folder name"), "{e}");
+    }
+
+    #[test]
+    fn max_startups() {
+        let m = MaxStartups::parse("10:30:100").unwrap();
+        assert_eq!(
+            m,
+            MaxStartups {
+                start: 10,
+                rate: 30,
+                full: 100
+            }
+        );
+        assert_eq!(m.drop_percent(9), 0);
+        assert_eq!(m.drop_percent(10), 30);
+        assert_eq!(m.drop_percent(55), 65);
+        assert_eq!(m.drop_percent(100), 100);
+        assert_eq!(MaxStartups::parse("20").unwrap().drop_percent(20), 100);
+        for bad in ["", "0:30:10", "10:101:20", "20:30:10", "a:b:c", "1:2"] {
+            assert!(MaxStartups::parse(bad).is_none(), "{bad}");
+        }
+        let e = Config::parse("[sftp]\nmax_startups = \"x\"", "t", Path::new("")).unwrap_err();
+        assert!(e.to_string().contains("max_startups"), "{e}");
     }
 
     #[test]

@@ -562,7 +562,7 @@ mod tests {
 
     #[test]
     fn claim_names_fit_whatever_the_pickup_name() {
-        for len in [1, 100, 212, 213, 225, 255, 1000] {
+        for len in [1, 100, 209, 210, 225, 255, 1000] {
             let name = "é".repeat(len / 2) + &"x".repeat(len % 2);
             let c = claim_name(&name);
             assert!(c.len() <= 255, "{len}: {}", c.len());

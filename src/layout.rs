@@ -70,12 +70,37 @@ pub fn pass_lock_path(data_dir: &Path) -> PathBuf {
     data_dir.join("pass.lock")
 }
 
-/// The longest pickup name (in bytes) whose derived names all fit the file system's 255 bytes:
-/// the claim `<17-digit stamp>-<8 hex>__<name>` adds 28 bytes, the processed
-/// `<stem>.<stamp>.<ext>` 18, and the result `<stem>.<stamp>.result.json` 30 to the stem, written
-/// first as `.<result>.<pid>.tmp` (13 more with a 7-digit pid): the stem, so the whole name, may
-/// have 255 - 43 = 212 bytes. The SFTP server refuses longer upload names.
-pub const MAX_PICKUP_NAME_BYTES: usize = 212;
+/// Longest name a file system allows, in bytes.
+pub const MAX_FS_NAME_BYTES: usize = 255;
+/// Bytes of a `yyyyMMddHHmmssfff` stamp.
+pub const STAMP_BYTES: usize = 17;
+/// Bytes a pass puts before a name when it claims it: `<stamp>-<8 hex>__<name>`.
+pub const CLAIM_PREFIX_BYTES: usize = STAMP_BYTES + 1 + 8 + 2;
+/// What a result name adds to a stem: `.<stamp>.result.json`.
+pub const RESULT_SUFFIX_BYTES: usize = 1 + STAMP_BYTES + ".result.json".len();
+/// What `fsutil::write_atomic_with`'s temporary name adds to a name: `.<name>.<pid>.tmp`, a
+/// pid having at most 10 digits.
+pub const ATOMIC_TEMP_BYTES: usize = 1 + 1 + 10 + ".tmp".len();
+/// Longest pickup name an upload (or a rename in pickup) may have, in bytes of UTF-8, so that
+/// every name a pass derives from it fits in `MAX_FS_NAME_BYTES`: the claim
+/// (`CLAIM_PREFIX_BYTES` more), the processed names (`.last` or `.<stamp>` more) and the
+/// result name written through a temporary name (`RESULT_SUFFIX_BYTES` +
+/// `ATOMIC_TEMP_BYTES` more, the longest: 46 bytes, so 209).
+pub const MAX_PICKUP_NAME_BYTES: usize = MAX_FS_NAME_BYTES - max_derived_overhead();
+
+const fn max_derived_overhead() -> usize {
+    let claim = CLAIM_PREFIX_BYTES;
+    let processed = 1 + STAMP_BYTES;
+    let result = RESULT_SUFFIX_BYTES + ATOMIC_TEMP_BYTES;
+    let mut m = claim;
+    if processed > m {
+        m = processed;
+    }
+    if result > m {
+        m = result;
+    }
+    m
+}
 
 /// Names a pass never picks up: hidden names and the usual partial-upload suffixes.
 pub fn is_ignored_name(name: &str) -> bool {
@@ -225,26 +250,39 @@ mod tests {
         assert_eq!(stamp(t), "20231222070016329");
     }
 
-    #[test]
-    fn every_derived_name_of_the_longest_pickup_name_fits() {
+    /// Every name a pass derives from a pickup name, as files.rs and fsutil.rs build them.
+    fn derived(name: &str) -> Vec<String> {
         let stamp = "20231222070016329";
-        for name in [
-            "x".repeat(MAX_PICKUP_NAME_BYTES),
-            format!("{}.json", "x".repeat(MAX_PICKUP_NAME_BYTES - 5)),
-            format!("{}.", "x".repeat(MAX_PICKUP_NAME_BYTES - 1)),
-        ] {
-            assert_eq!(name.len(), MAX_PICKUP_NAME_BYTES);
-            let claim = format!("{stamp}-0123abcd__{name}");
-            for derived in [
-                claim,
-                format!(".{}.4194304.tmp", result_name(&name, stamp)),
-                result_name(&name, stamp),
-                processed_stamped_name(&name, stamp),
-                processed_last_name(&name),
-            ] {
-                assert!(derived.len() <= 255, "{} bytes", derived.len());
+        let result = result_name(name, stamp);
+        vec![
+            format!("{stamp}-0123abcd__{name}"),
+            processed_last_name(name),
+            processed_stamped_name(name, stamp),
+            format!(".{}.{}.tmp", processed_last_name(name), u32::MAX),
+            format!(".{result}.{}.tmp", u32::MAX),
+            result,
+        ]
+    }
+
+    #[test]
+    fn every_derived_name_of_a_longest_pickup_name_fits() {
+        assert_eq!(MAX_PICKUP_NAME_BYTES, 209);
+        let n = MAX_PICKUP_NAME_BYTES;
+        let longest = [
+            "a".repeat(n),
+            format!("{}.json", "b".repeat(n - 5)),
+            format!("loans_{}", "é".repeat((n - 6) / 2)),
+            format!("{}.x", "c".repeat(n - 2)),
+        ];
+        for name in &longest {
+            assert!(name.len() <= n);
+            for d in derived(name) {
+                assert!(d.len() <= MAX_FS_NAME_BYTES, "{} bytes: {d}", d.len());
             }
         }
+        // One byte more and some derived name would not fit.
+        let over = "a".repeat(n + 1);
+        assert!(derived(&over).iter().any(|d| d.len() > MAX_FS_NAME_BYTES));
     }
 
     #[test]

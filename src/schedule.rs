@@ -1,8 +1,9 @@
 //! The scheduler: when `serve` runs a pass.
 //!
 //! Owns: running passes off the async threads, one at a time (a request that arrives while a
-//! pass runs is remembered and served by one more pass right after), the cron job, the
-//! debounced on-upload trigger, and stopping a pass after its current file on shutdown.
+//! pass runs is remembered and served by one more pass right after), removing stale partial
+//! uploads before each pass (never one a live session writes), the cron job, the debounced
+//! on-upload trigger, and stopping a pass after its current file on shutdown.
 //! Must not: process files itself (that is `files::run_pass`), or let two passes overlap.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::engine::WriterQueue;
 use crate::files::{run_pass, PassOptions};
+use crate::sftp::fs::{remove_stale_uploads, LiveUploads};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ScheduleError {
@@ -37,6 +39,8 @@ pub struct Passes {
     writer: WriterQueue,
     /// Set on shutdown: the running pass stops after its current file, no new one starts.
     stop: Arc<AtomicBool>,
+    /// The uploads live sessions are writing: spared by the stale-upload sweep.
+    live_uploads: LiveUploads,
 }
 
 impl Passes {
@@ -52,7 +56,14 @@ impl Passes {
             writer: WriterQueue::new(),
             pending: Arc::new(AtomicBool::new(false)),
             stop: Arc::new(AtomicBool::new(false)),
+            live_uploads: LiveUploads::default(),
         }
+    }
+
+    /// Passes that first remove stale partial uploads, sparing those in `live`.
+    pub fn with_live_uploads(mut self, live: LiveUploads) -> Self {
+        self.live_uploads = live;
+        self
     }
 
     /// Asks for a pass. Returns at once when one is running (it will run again after);
@@ -78,11 +89,16 @@ impl Passes {
         let cfg = self.cfg.clone();
         let stop = self.stop.clone();
         let writer = self.writer.clone();
+        let live = self.live_uploads.clone();
         let settle = Duration::from_secs(cfg.schedule.settle_seconds);
         tracing::info!(trigger, "pass starting");
         let span = tracing::Span::current();
         let result = tokio::task::spawn_blocking(move || {
             let _entered = span.enter();
+            let removed = remove_stale_uploads(&cfg, &live);
+            if removed > 0 {
+                tracing::info!(removed, "stale partial uploads removed");
+            }
             let opts = PassOptions {
                 settle,
                 progress: false,

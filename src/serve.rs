@@ -1,9 +1,9 @@
 //! `bulkload serve`: wires the daemon together.
 //!
-//! Owns: the host key (loaded, or generated on first start), the lenders' folder trees before
-//! the first login, binding the listener, starting the SFTP server, the cron job and the
-//! on-upload trigger, and the shutdown order: stop accepting, disconnect sessions, let the
-//! running pass finish its current file, return.
+//! Owns: the host key (loaded, or generated on first start; RSA refused), the lenders' folder
+//! trees before the first login, removing partial uploads a crash left, binding the listener,
+//! starting the SFTP server, the cron job and the on-upload trigger, and the shutdown order:
+//! stop accepting, disconnect sessions, let the running pass finish its current file, return.
 //! Must not: process files or answer SFTP requests itself, or log a key's secret half.
 
 use std::future::Future;
@@ -23,7 +23,8 @@ use tokio_util::task::TaskTracker;
 use crate::config::Config;
 use crate::layout;
 use crate::schedule::{self, Passes, ScheduleError};
-use crate::sftp::{self, fs::UploadHook, Shared};
+use crate::sftp::fs::{remove_stale_uploads, LiveUploads, UploadHook};
+use crate::sftp::{self, Shared};
 
 /// How long shutdown waits for sessions to close after asking them to.
 const SESSION_DRAIN: Duration = Duration::from_secs(5);
@@ -57,7 +58,19 @@ fn key_err(path: &Path, message: impl ToString) -> ServeError {
 /// file does not exist. Logs the key's SHA256 fingerprint either way.
 pub fn load_or_create_host_key(path: &Path) -> Result<PrivateKey, ServeError> {
     let key = match std::fs::symlink_metadata(path) {
-        Ok(_) => russh::keys::load_secret_key(path, None).map_err(|e| key_err(path, e))?,
+        Ok(_) => {
+            let key = russh::keys::load_secret_key(path, None).map_err(|e| key_err(path, e))?;
+            if key.algorithm().is_rsa() {
+                // RUSTSEC-2023-0071 (Marvin): the `rsa` crate's private-key operations are not
+                // constant-time. A server signs with its host key in every handshake, so an
+                // RSA host key would expose it to that timing attack; ed25519 does not use it.
+                return Err(key_err(
+                    path,
+                    "RSA host keys are refused (the rsa crate is open to the Marvin timing attack, RUSTSEC-2023-0071); use an ed25519 key: remove this file to have one generated, or `ssh-keygen -t ed25519`",
+                ));
+            }
+            key
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let key = PrivateKey::random(&mut rand::rng(), Algorithm::Ed25519)
                 .map_err(|e| key_err(path, e))?;
@@ -88,8 +101,22 @@ pub fn load_or_create_host_key(path: &Path) -> Result<PrivateKey, ServeError> {
     Ok(key)
 }
 
+/// Makes glibc serve every allocation of 1 MiB or more with its own mapping, returned to the
+/// system when freed. Without it, glibc raises its threshold after the first such free and then
+/// keeps each password check's 19 MiB argon2 buffer in the heap of whichever thread ran it:
+/// a flood of wrong passwords grew the daemon by hundreds of MiB that it never gave back.
+fn bound_large_allocations() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator tuning; called before the daemon's threads start
+    // allocating large blocks.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+    }
+}
+
 /// Runs the daemon until `shutdown` completes.
 pub async fn serve(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), ServeError> {
+    bound_large_allocations();
     let cfg = Arc::new(cfg);
     // Lenders see their folders from the first login on, before any pass ran.
     for lender in &cfg.lenders {
@@ -103,6 +130,12 @@ pub async fn serve(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<()
         }
     }
     let host_key = load_or_create_host_key(&cfg.sftp.host_key)?;
+    // Partial uploads a crash (SIGKILL, power loss) left behind: no session is live yet.
+    let live_uploads = LiveUploads::default();
+    let removed = remove_stale_uploads(&cfg, &live_uploads);
+    if removed > 0 {
+        tracing::info!(removed, "stale partial uploads removed at start");
+    }
     let listener = TcpListener::bind(&cfg.sftp.listen)
         .await
         .map_err(|source| ServeError::Bind {
@@ -112,7 +145,7 @@ pub async fn serve(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<()
 
     let cancel = CancellationToken::new();
     let tracker = TaskTracker::new();
-    let passes = Passes::new(cfg.clone());
+    let passes = Passes::new(cfg.clone()).with_live_uploads(live_uploads.clone());
     let mut cron = schedule::start_cron(passes.clone()).await?;
 
     let uploads = Arc::new(Notify::new());
@@ -129,7 +162,7 @@ pub async fn serve(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<()
         None
     };
 
-    let shared = Arc::new(Shared::new(cfg.clone(), on_upload));
+    let shared = Arc::new(Shared::new(cfg.clone(), on_upload, live_uploads));
     let ssh = Arc::new(sftp::ssh_config(&cfg, host_key));
     match listener.local_addr() {
         Ok(a) => tracing::info!(address = %a, lenders = cfg.lenders.len(), "listening for SFTP"),
@@ -171,6 +204,23 @@ pub async fn serve(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<()
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn rsa_host_keys_are_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("rsa_key");
+        let out = std::process::Command::new("ssh-keygen")
+            .args(["-q", "-t", "rsa", "-b", "2048", "-N", "", "-f"])
+            .arg(&p)
+            .output();
+        let Ok(out) = out else {
+            eprintln!("skipped: ssh-keygen is not installed");
+            return;
+        };
+        assert!(out.status.success());
+        let e = load_or_create_host_key(&p).unwrap_err().to_string();
+        assert!(e.contains("RSA host keys are refused"), "{e}");
+    }
 
     #[test]
     fn host_key_is_generated_once_with_mode_0600() {

@@ -82,7 +82,7 @@ fn a_too_long_name_is_refused_in_its_own_result_and_the_pass_goes_on() {
         .collect();
     assert_eq!(refused.len(), 1);
     let msg = refused[0]["ErrorMessage"].as_str().unwrap();
-    assert!(msg.contains("longer than the limit of 212 bytes"), "{msg}");
+    assert!(msg.contains("longer than the limit of 209 bytes"), "{msg}");
     assert!(refused[0]["PickupName"]
         .as_str()
         .unwrap()

@@ -1,20 +1,32 @@
 //! SFTP logins: checking a lender's password or key, the defender that bans addresses after
-//! repeated failures, and the per-lender session cap.
+//! repeated failures, the per-lender session cap, and the bounds on connections that have not
+//! logged in yet.
 //!
 //! Owns: which credentials open which lender's home, failure counting per source address,
-//! ban decisions, and counting live sessions per lender.
-//! Must not: log or return a password, tell a client whether a user name exists, or touch a
-//! lender's files.
+//! ban decisions, counting live sessions per lender, the password gate (a fixed number of
+//! argon2 verifications at a time, one queued per address, unknown users verified against a
+//! dummy hash at the same cost), and counting unauthenticated connections (per address and in
+//! all, with MaxStartups-style early drop).
+//! Must not: log or return a password, tell a client whether a user name exists (by answer or
+//! by timing), or touch a lender's files.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use russh::keys::ssh_key::{AuthorizedKeys, PublicKey};
+use tokio::sync::Semaphore;
 
-use crate::config::Config;
+use crate::config::{Config, MaxStartups};
+
+/// argon2 verifications running at once, whatever the number of connections: each holds
+/// about 19 MiB (the default `m=19456`), so memory stays bounded by this.
+pub const MAX_PASSWORD_CHECKS: usize = 2;
+/// Longest extra wait before verifying a password from an address with recent failures.
+const MAX_FAILURE_DELAY: Duration = Duration::from_secs(2);
 
 /// Addresses remembered at most; beyond this, entries with no ban and no recent failure are
 /// dropped first, so a flood of sources cannot grow memory without bound.
@@ -66,8 +78,34 @@ impl Defender {
             .is_some_and(|until| until > now)
     }
 
+    /// Failed logins of `ip` within the window.
+    pub fn recent_failures(&self, ip: IpAddr) -> usize {
+        let now = Instant::now();
+        lock(&self.records).get(&ip).map_or(0, |r| {
+            r.failures
+                .iter()
+                .filter(|t| now.duration_since(**t) < self.window)
+                .count()
+        })
+    }
+
+    /// Takes back the newest failure of `ip` (a password attempt is counted as a failure
+    /// before it is verified, and forgiven when it turns out right).
+    pub fn forgive(&self, ip: IpAddr) {
+        if let Some(r) = lock(&self.records).get_mut(&ip) {
+            r.failures.pop_back();
+        }
+    }
+
     /// Records one failed login from `ip`; true when this failure bans it.
     pub fn record_failure(&self, ip: IpAddr) -> bool {
+        self.count_attempt(ip);
+        self.ban_if_over(ip)
+    }
+
+    /// Counts an attempt of `ip` as a failure without banning yet: followed by `forgive`
+    /// (it succeeded) or `ban_if_over` (it failed).
+    pub fn count_attempt(&self, ip: IpAddr) {
         let now = Instant::now();
         let mut records = lock(&self.records);
         if records.len() >= MAX_TRACKED_ADDRESSES && !records.contains_key(&ip) {
@@ -86,6 +124,15 @@ impl Defender {
             r.failures.pop_front();
         }
         r.failures.push_back(now);
+    }
+
+    /// Bans `ip` when its failures in the window reached the limit; true when it did.
+    pub fn ban_if_over(&self, ip: IpAddr) -> bool {
+        let now = Instant::now();
+        let mut records = lock(&self.records);
+        let Some(r) = records.get_mut(&ip) else {
+            return false;
+        };
         if r.failures.len() >= self.max_failures as usize {
             r.failures.clear();
             r.banned_until = Some(now + self.ban);
@@ -150,11 +197,294 @@ impl Drop for SessionSlot {
 }
 
 /// True when `password` opens `user`'s home. An unknown user, a lender without a password and
-/// a wrong password all give the same `false`. Slow (argon2): call it off the async threads.
-pub fn password_matches(cfg: &Config, user: &str, password: &str) -> bool {
+/// a wrong password all give the same `false`, after the same work: the first two are verified
+/// against `dummy_hash`. Slow (argon2): call it off the async threads.
+pub fn password_matches(cfg: &Config, user: &str, password: &str, dummy_hash: &str) -> bool {
     match cfg.lender(user).and_then(|l| l.password_hash.as_ref()) {
         Some(hash) => crate::auth::verify_password(password, hash.expose()),
-        None => false,
+        None => {
+            let _ = crate::auth::verify_password(password, dummy_hash);
+            false
+        }
+    }
+}
+
+/// What the password gate decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Good,
+    Bad,
+    /// The address is banned (possibly by this very attempt): answered without verifying.
+    Banned,
+}
+
+/// Bounds the cost of password logins: one attempt per source address at a time (others from
+/// the same address wait their turn without holding anything), each attempt counted as a
+/// failure before it is verified (so a burst of concurrent attempts bans the address after
+/// `max_login_failures` without verifying the rest), a delay growing with the address's recent
+/// failures, and at most `MAX_PASSWORD_CHECKS` argon2 verifications at once on blocking
+/// threads. The global queue is FIFO, and holds at most one attempt per address, so a
+/// legitimate login waits behind at most one attempt of each flooding address.
+pub struct PasswordGate {
+    checks: Arc<Semaphore>,
+    per_address: Mutex<HashMap<IpAddr, Arc<tokio::sync::Mutex<()>>>>,
+    dummy_hash: Arc<str>,
+}
+
+impl PasswordGate {
+    pub fn new() -> Self {
+        // A hash of a random password with the default parameters (those of `bulkload passwd`),
+        // so that an unknown user costs what a known one does.
+        let random = uuid::Uuid::new_v4().simple().to_string();
+        let dummy_hash = crate::auth::hash_password(&random).unwrap_or_else(|_| {
+            // Cannot happen with a non-empty password; a malformed hash would only make
+            // unknown users cheaper, never let anyone in.
+            "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$ZHVtbXlkdW1teWR1bW15ZHVtbXlkdW1teWR1bW15ZA".into()
+        });
+        PasswordGate {
+            checks: Arc::new(Semaphore::new(MAX_PASSWORD_CHECKS)),
+            per_address: Mutex::new(HashMap::new()),
+            dummy_hash: dummy_hash.into(),
+        }
+    }
+
+    /// Checks `password` for `user` coming from `ip`.
+    pub async fn check(
+        &self,
+        cfg: &Arc<Config>,
+        defender: &Defender,
+        ip: IpAddr,
+        user: &str,
+        password: &str,
+    ) -> Verdict {
+        let turn = {
+            let mut map = lock(&self.per_address);
+            map.entry(ip).or_default().clone()
+        };
+        let verdict = {
+            let _turn = turn.lock().await;
+            self.check_in_turn(cfg, defender, ip, user, password).await
+        };
+        // Forget the address's queue once nobody else waits in it.
+        let mut map = lock(&self.per_address);
+        drop(turn);
+        if map.get(&ip).is_some_and(|m| Arc::strong_count(m) == 1) {
+            map.remove(&ip);
+        }
+        verdict
+    }
+
+    async fn check_in_turn(
+        &self,
+        cfg: &Arc<Config>,
+        defender: &Defender,
+        ip: IpAddr,
+        user: &str,
+        password: &str,
+    ) -> Verdict {
+        if defender.is_banned(ip) {
+            return Verdict::Banned;
+        }
+        let earlier = defender.recent_failures(ip);
+        defender.count_attempt(ip);
+        if earlier >= 2 {
+            let delay = Duration::from_millis(250 * (earlier as u64 - 1)).min(MAX_FAILURE_DELAY);
+            tokio::time::sleep(delay).await;
+        }
+        let Ok(_permit) = self.checks.clone().acquire_owned().await else {
+            return Verdict::Bad;
+        };
+        let (cfg, u, p, dummy) = (
+            cfg.clone(),
+            user.to_string(),
+            password.to_string(),
+            self.dummy_hash.clone(),
+        );
+        // argon2 is deliberately slow: keep it off the async threads.
+        let good = tokio::task::spawn_blocking(move || password_matches(&cfg, &u, &p, &dummy))
+            .await
+            .unwrap_or(false);
+        if good {
+            defender.forgive(ip);
+            Verdict::Good
+        } else if defender.ban_if_over(ip) {
+            Verdict::Banned
+        } else {
+            Verdict::Bad
+        }
+    }
+}
+
+impl Default for PasswordGate {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Why a new connection was turned away before its handshake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartupRefusal {
+    /// The address already holds this many connections that have not logged in.
+    PerAddress(usize),
+    /// Early random drop: this many connections are not logged in, so this one was dropped
+    /// with that chance in percent.
+    Startups { pending: usize, percent: u32 },
+}
+
+/// Connections of one address that may wait for a free unauthenticated slot, per slot.
+pub const WAITING_PER_SLOT: usize = 4;
+/// Connections that may wait for a free slot, all addresses together.
+pub const MAX_WAITING: usize = 1024;
+
+#[derive(Default)]
+struct PendingCounts {
+    total: usize,
+    per_address: HashMap<IpAddr, usize>,
+    waiting_total: usize,
+    waiting: HashMap<IpAddr, usize>,
+}
+
+/// Counts connections that have not logged in yet, per address and in all. A connection over
+/// its address's cap may wait for a slot (at most `WAITING_PER_SLOT` per slot of that address
+/// and `MAX_WAITING` in all, without being read from), so that a lender starting many
+/// uploads at once is served in turn instead of refused.
+pub struct Pending {
+    per_address_max: usize,
+    startups: MaxStartups,
+    counts: Mutex<PendingCounts>,
+    freed: tokio::sync::Notify,
+}
+
+/// One connection waiting for a slot; uncounted on drop.
+pub struct WaitSlot {
+    pending: Arc<Pending>,
+    ip: IpAddr,
+}
+
+impl Drop for WaitSlot {
+    fn drop(&mut self) {
+        let mut c = lock(&self.pending.counts);
+        c.waiting_total = c.waiting_total.saturating_sub(1);
+        if let Some(n) = c.waiting.get_mut(&self.ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                c.waiting.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// One connection counted as not logged in; uncounted by `release` (at login) or on drop.
+pub struct PendingSlot {
+    pending: Arc<Pending>,
+    ip: IpAddr,
+    released: AtomicBool,
+}
+
+impl Pending {
+    pub fn new(per_address_max: usize, startups: MaxStartups) -> Arc<Self> {
+        Arc::new(Pending {
+            per_address_max: per_address_max.max(1),
+            startups,
+            counts: Mutex::new(PendingCounts::default()),
+            freed: tokio::sync::Notify::new(),
+        })
+    }
+
+    /// A place in the waiting line of `ip`, or `None` when that line (or all lines) is full.
+    pub fn try_wait(self: &Arc<Self>, ip: IpAddr) -> Option<WaitSlot> {
+        let mut c = lock(&self.counts);
+        let mine = c.waiting.get(&ip).copied().unwrap_or(0);
+        if mine >= self.per_address_max * WAITING_PER_SLOT || c.waiting_total >= MAX_WAITING {
+            return None;
+        }
+        c.waiting_total += 1;
+        *c.waiting.entry(ip).or_insert(0) += 1;
+        Some(WaitSlot {
+            pending: self.clone(),
+            ip,
+        })
+    }
+
+    /// `admit`, waiting until `deadline` for a slot of `ip` to free up.
+    pub async fn admit_waiting(
+        self: &Arc<Self>,
+        ip: IpAddr,
+        roll: u32,
+        deadline: tokio::time::Instant,
+    ) -> Result<Arc<PendingSlot>, StartupRefusal> {
+        loop {
+            let freed = self.freed.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            match self.admit(ip, roll) {
+                Err(StartupRefusal::PerAddress(n)) => {
+                    if tokio::time::timeout_at(deadline, freed).await.is_err() {
+                        return Err(StartupRefusal::PerAddress(n));
+                    }
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Admits a new connection from `ip`, or says why not. `roll` is a number in 0..100
+    /// (random in the daemon) compared with the drop chance.
+    pub fn admit(
+        self: &Arc<Self>,
+        ip: IpAddr,
+        roll: u32,
+    ) -> Result<Arc<PendingSlot>, StartupRefusal> {
+        let mut c = lock(&self.counts);
+        let mine = c.per_address.get(&ip).copied().unwrap_or(0);
+        if mine >= self.per_address_max {
+            return Err(StartupRefusal::PerAddress(mine));
+        }
+        let percent = self.startups.drop_percent(c.total);
+        if percent > 0 && roll < percent {
+            return Err(StartupRefusal::Startups {
+                pending: c.total,
+                percent,
+            });
+        }
+        c.total += 1;
+        *c.per_address.entry(ip).or_insert(0) += 1;
+        Ok(Arc::new(PendingSlot {
+            pending: self.clone(),
+            ip,
+            released: AtomicBool::new(false),
+        }))
+    }
+
+    /// Connections not logged in now (all addresses).
+    pub fn total(&self) -> usize {
+        lock(&self.counts).total
+    }
+}
+
+impl PendingSlot {
+    /// Uncounts the connection (idempotent).
+    pub fn release(&self) {
+        if self.released.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        {
+            let mut c = lock(&self.pending.counts);
+            c.total = c.total.saturating_sub(1);
+            if let Some(n) = c.per_address.get_mut(&self.ip) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    c.per_address.remove(&self.ip);
+                }
+            }
+        }
+        self.pending.freed.notify_waiters();
+    }
+}
+
+impl Drop for PendingSlot {
+    fn drop(&mut self) {
+        self.release();
     }
 }
 
@@ -208,6 +538,89 @@ mod tests {
         assert!(d.is_banned(ip));
         std::thread::sleep(Duration::from_millis(40));
         assert!(!d.is_banned(ip));
+    }
+
+    #[test]
+    fn pending_per_address_and_startups() {
+        let p = Pending::new(
+            2,
+            MaxStartups {
+                start: 3,
+                rate: 50,
+                full: 4,
+            },
+        );
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let b: IpAddr = "192.0.2.2".parse().unwrap();
+        let s1 = p.admit(a, 99).unwrap();
+        let _s2 = p.admit(a, 99).unwrap();
+        assert_eq!(p.admit(a, 99).err(), Some(StartupRefusal::PerAddress(2)));
+        let _s3 = p.admit(b, 99).unwrap();
+        // 3 pending: 50% drop; a roll of 10 drops, 60 passes.
+        assert!(matches!(
+            p.admit(b, 10),
+            Err(StartupRefusal::Startups {
+                pending: 3,
+                percent: 50
+            })
+        ));
+        let s4 = p.admit(b, 60).unwrap();
+        assert!(p.admit("192.0.2.3".parse().unwrap(), 99).is_err());
+        s1.release();
+        s1.release();
+        assert_eq!(p.total(), 3);
+        drop(s4);
+        assert_eq!(p.total(), 2);
+        assert!(p.admit(a, 99).is_ok());
+    }
+
+    #[tokio::test]
+    async fn over_the_cap_a_connection_waits_for_a_slot() {
+        let p = Pending::new(
+            1,
+            MaxStartups {
+                start: 100,
+                rate: 30,
+                full: 300,
+            },
+        );
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let s1 = p.admit(a, 99).unwrap();
+        let waits: Vec<_> = (0..WAITING_PER_SLOT)
+            .map(|_| p.try_wait(a).unwrap())
+            .collect();
+        assert!(p.try_wait(a).is_none(), "the line is full");
+        let soon = tokio::time::Instant::now() + Duration::from_millis(50);
+        assert!(
+            p.admit_waiting(a, 99, soon).await.is_err(),
+            "no slot in time"
+        );
+        let p2 = p.clone();
+        let waiter = tokio::spawn(async move {
+            let later = tokio::time::Instant::now() + Duration::from_secs(5);
+            p2.admit_waiting(a, 99, later).await.is_ok()
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        drop(s1);
+        assert!(waiter.await.unwrap(), "admitted once the slot was freed");
+        drop(waits);
+        assert!(p.try_wait(a).is_some());
+    }
+
+    #[tokio::test]
+    async fn password_gate_counts_before_verifying() {
+        let cfg = Arc::new(Config::embedded().unwrap());
+        let d = Defender::new(3, Duration::from_secs(60), Duration::from_secs(60));
+        let g = PasswordGate::new();
+        let ip: IpAddr = "192.0.2.9".parse().unwrap();
+        assert_eq!(g.check(&cfg, &d, ip, "demo", "demo").await, Verdict::Good);
+        assert_eq!(d.recent_failures(ip), 0);
+        assert_eq!(g.check(&cfg, &d, ip, "demo", "x").await, Verdict::Bad);
+        assert_eq!(g.check(&cfg, &d, ip, "nobody", "x").await, Verdict::Bad);
+        assert_eq!(g.check(&cfg, &d, ip, "demo", "x").await, Verdict::Banned);
+        assert_eq!(g.check(&cfg, &d, ip, "demo", "demo").await, Verdict::Banned);
+        assert!(d.is_banned(ip));
+        assert!(lock(&g.per_address).is_empty());
     }
 
     #[test]

@@ -2,21 +2,25 @@
 //!
 //! Owns: mapping each SFTP request onto the lender's home through the path resolver, the
 //! permission rule (read anywhere in the home, change only `pickup/` files), atomic uploads
-//! (hidden temporary name, renamed into `pickup/` on close), the per-file size limit, and
-//! cleaning up half-written uploads when a client goes away.
+//! (hidden temporary name, renamed into `pickup/` on close), the per-file size limit, the
+//! pickup name rules (at most `layout::MAX_PICKUP_NAME_BYTES`, renames that never replace and
+//! never cross environments), cleaning up half-written uploads when a client goes away, the
+//! set of temporary names live sessions are writing, and removing stale ones a crash left.
 //! Must not: follow a symbolic link, reach outside the home, show hidden names, answer a
-//! request with anything but a proper SFTP status, or run a pass (it only reports uploads).
+//! request with anything but a proper SFTP status, remove a temporary file a live session is
+//! writing, or run a pass (it only reports uploads).
 //!
-//! File I/O here is plain `std::fs` on local disk: each call is one short system call on a
-//! bounded buffer, cheaper than a `spawn_blocking` hop per SFTP packet.
+//! Per-packet file I/O is plain `std::fs` on local disk: each call is one short system call on
+//! a bounded buffer, cheaper than a `spawn_blocking` hop per SFTP packet. Closing an upload
+//! (fsync, rename, fsync of the folder) can take long and runs on a blocking thread.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::{self, File, Metadata, OpenOptions};
 use std::io;
 use std::net::SocketAddr;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use russh_sftp::protocol::{
     Attrs, Data, File as DirEntry, FileAttributes, Handle, Name, OpenFlags, Status, StatusCode,
@@ -25,7 +29,8 @@ use russh_sftp::protocol::{
 use russh_sftp::server::StatusReply;
 
 use super::path::{resolve, PathError, VirtualPath};
-use crate::fsutil;
+use crate::config::Config;
+use crate::{fsutil, layout, limited_info};
 
 /// Most handles one session may hold open.
 const MAX_HANDLES: usize = 64;
@@ -37,6 +42,78 @@ const DIR_CHUNK: usize = 128;
 /// Called after an upload has been renamed into `pickup/`.
 pub type UploadHook = Arc<dyn Fn() + Send + Sync>;
 
+/// The temporary files live sessions are writing (real paths), shared by every session and by
+/// the stale-upload sweep, which never removes one of them.
+#[derive(Clone, Default)]
+pub struct LiveUploads(Arc<Mutex<HashSet<PathBuf>>>);
+
+impl LiveUploads {
+    fn set(&self) -> std::sync::MutexGuard<'_, HashSet<PathBuf>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn insert(&self, p: &Path) {
+        self.set().insert(p.to_path_buf());
+    }
+
+    fn remove(&self, p: &Path) {
+        self.set().remove(p);
+    }
+
+    pub fn contains(&self, p: &Path) -> bool {
+        self.set().contains(p)
+    }
+}
+
+/// True for the temporary names `temp_name` makes: `.<name>.<32 hex>.part`.
+pub fn is_upload_temp_name(name: &str) -> bool {
+    let Some(rest) = name.strip_prefix('.').and_then(|r| r.strip_suffix(".part")) else {
+        return false;
+    };
+    rest.rsplit_once('.')
+        .is_some_and(|(_, id)| id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// Removes the temporary upload files a crash left in every lender's pickup folders, except
+/// those a live session is writing. Returns how many were removed. Errors are logged, not
+/// returned: a stale file is only clutter (passes ignore it).
+pub fn remove_stale_uploads(cfg: &Config, live: &LiveUploads) -> usize {
+    let mut removed = 0;
+    for lender in &cfg.lenders {
+        for env in &cfg.environments {
+            let pickup = layout::lender_dirs(&cfg.data_dir, &lender.id, env).pickup;
+            let Ok(rd) = fs::read_dir(&pickup) else {
+                continue;
+            };
+            for entry in rd.flatten() {
+                let name = entry.file_name();
+                let Some(name) = name.to_str() else { continue };
+                if !is_upload_temp_name(name) || !entry.file_type().is_ok_and(|t| t.is_file()) {
+                    continue;
+                }
+                let path = entry.path();
+                // Held while removing: a session registers a name before creating the file.
+                let set = live.set();
+                if set.contains(&path) {
+                    continue;
+                }
+                match fs::remove_file(&path) {
+                    Ok(()) => {
+                        removed += 1;
+                        tracing::info!(lender = %lender.id, env = %env, file = %name, "removed a stale partial upload");
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => {
+                        tracing::warn!(lender = %lender.id, env = %env, file = %name, error = %e, "cannot remove a stale partial upload")
+                    }
+                }
+                drop(set);
+            }
+        }
+    }
+    removed
+}
+
 /// What a session needs to know, fixed at login.
 pub struct SessionInfo {
     pub lender: String,
@@ -46,6 +123,7 @@ pub struct SessionInfo {
     pub environments: Vec<String>,
     pub max_file_bytes: u64,
     pub on_upload: Option<UploadHook>,
+    pub live_uploads: LiveUploads,
 }
 
 /// A write in progress: a hidden temporary file in `pickup/` and the name it will get.
@@ -59,6 +137,7 @@ struct Upload {
     /// closing the handle reports this instead of publishing a partial file.
     failed: Option<String>,
     done: bool,
+    live: LiveUploads,
 }
 
 impl Upload {
@@ -78,6 +157,7 @@ impl Drop for Upload {
             self.file.take();
             let _ = fs::remove_file(&self.tmp);
         }
+        self.live.remove(&self.tmp);
     }
 }
 
@@ -111,6 +191,21 @@ fn io_status(e: &io::Error) -> StatusReply {
         io::ErrorKind::AlreadyExists => status(StatusCode::Failure, "the file already exists"),
         _ => status(StatusCode::Failure, "failure"),
     }
+}
+
+/// The refusal of a pickup name longer than `layout::MAX_PICKUP_NAME_BYTES`.
+fn check_pickup_name(name: &str) -> Result<(), StatusReply> {
+    if name.len() > layout::MAX_PICKUP_NAME_BYTES {
+        return Err(status(
+            StatusCode::Failure,
+            &format!(
+                "file name too long: {} bytes; pickup names are limited to {} bytes (UTF-8)",
+                name.len(),
+                layout::MAX_PICKUP_NAME_BYTES
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn path_status(e: PathError) -> StatusReply {
@@ -170,7 +265,7 @@ impl SftpFs {
     fn resolve(&self, path: &str) -> Result<VirtualPath, StatusReply> {
         resolve(path, &VirtualPath::root()).map_err(|e| {
             // The path is the client's text: logged escaped (Debug).
-            tracing::info!(lender = %self.info.lender, address = %self.info.addr, path = ?path, reason = %e, "refused: path");
+            limited_info!("refusal", lender = %self.info.lender, address = %self.info.addr, path = ?path, reason = %e, "refused: path");
             path_status(e)
         })
     }
@@ -208,7 +303,7 @@ impl SftpFs {
     }
 
     fn refuse(&self, what: &str, path: &str) -> StatusReply {
-        tracing::info!(lender = %self.info.lender, address = %self.info.addr, op = what, path, "refused: not allowed");
+        limited_info!("refusal", lender = %self.info.lender, address = %self.info.addr, op = what, path, "refused: not allowed");
         denied()
     }
 
@@ -231,8 +326,9 @@ impl SftpFs {
         if !v.is_pickup_file(&self.info.environments) {
             return Err(self.refuse("write", &v.to_string()));
         }
-        let dest = self.real(v, false)?;
         let name = v.file_name().unwrap_or_default();
+        check_pickup_name(name)?;
+        let dest = self.real(v, false)?;
         match fs::symlink_metadata(&dest) {
             Ok(m) if !m.is_file() => return Err(denied()),
             Ok(_) if flags.contains(OpenFlags::EXCLUDE) => {
@@ -249,37 +345,69 @@ impl SftpFs {
         }
         let dir = dest.parent().map(Path::to_path_buf).ok_or_else(denied)?;
         let tmp = dir.join(temp_name(name));
-        let file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o640)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&tmp)
-            .map_err(|e| io_status(&e))?;
-        self.add_handle(OpenHandle::Write(Upload {
-            file: Some(file),
+        if self.handles.len() >= MAX_HANDLES {
+            return Err(status(StatusCode::Failure, "too many open handles"));
+        }
+        // Registered before it exists, so the stale-upload sweep never sees it unregistered.
+        self.info.live_uploads.insert(&tmp);
+        let mut up = Upload {
+            file: None,
             tmp,
             dest,
             vpath: v.to_string(),
             size: 0,
             failed: None,
             done: false,
-        }))
+            live: self.info.live_uploads.clone(),
+        };
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o640)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&up.tmp);
+        match file {
+            Ok(f) => up.file = Some(f),
+            Err(e) => {
+                // Not ours: nothing to remove.
+                up.done = true;
+                return Err(io_status(&e));
+            }
+        }
+        self.add_handle(OpenHandle::Write(up))
     }
 
-    fn finish_upload(&self, mut up: Upload) -> Result<(), StatusReply> {
+    async fn finish_upload(&self, mut up: Upload) -> Result<(), StatusReply> {
         if let Some(why) = &up.failed {
             return Err(status(StatusCode::Failure, why));
         }
-        let result = (|| {
-            if let Some(f) = up.file.take() {
-                f.sync_all()?;
+        // fsync and the durable rename can take long: on a blocking thread. `up` goes along,
+        // so a failure still removes the temporary file (on drop).
+        let joined = tokio::task::spawn_blocking(move || {
+            let result = (|| {
+                if let Some(f) = up.file.take() {
+                    f.sync_all()?;
+                }
+                fsutil::rename_durable(&up.tmp, &up.dest)
+            })();
+            if result.is_ok() {
+                up.done = true;
             }
-            fsutil::rename_durable(&up.tmp, &up.dest)
-        })();
+            (result, up)
+        })
+        .await;
+        let (result, up) = match joined {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::error!(lender = %self.info.lender, address = %self.info.addr, error = %e, "upload could not be stored");
+                return Err(status(
+                    StatusCode::Failure,
+                    "the upload could not be stored",
+                ));
+            }
+        };
         match result {
             Ok(()) => {
-                up.done = true;
                 tracing::info!(lender = %self.info.lender, address = %self.info.addr, path = %up.vpath, bytes = up.size, "upload complete");
                 if let Some(hook) = &self.info.on_upload {
                     hook();
@@ -344,7 +472,7 @@ impl russh_sftp::server::Handler for SftpFs {
 
     async fn close(&mut self, id: u32, handle: String) -> Result<Status, Self::Error> {
         match self.handles.remove(&handle) {
-            Some(OpenHandle::Write(up)) => self.finish_upload(up).map(|()| ok(id)),
+            Some(OpenHandle::Write(up)) => self.finish_upload(up).await.map(|()| ok(id)),
             Some(_) => Ok(ok(id)),
             None => Err(status(StatusCode::Failure, "invalid handle")),
         }
@@ -535,16 +663,24 @@ impl russh_sftp::server::Handler for SftpFs {
         if !from.is_pickup_file(envs) || !to.is_pickup_file(envs) {
             return Err(self.refuse("rename", &format!("{from} -> {to}")));
         }
+        // Sandbox data never reaches production: no rename from one environment to another.
+        if from.parts().first() != to.parts().first() {
+            limited_info!("refusal", lender = %self.info.lender, address = %self.info.addr, from = %from, to = %to, "refused: rename across environments");
+            return Err(status(
+                StatusCode::PermissionDenied,
+                "renaming across environments is not allowed; upload the file to the other environment instead",
+            ));
+        }
+        check_pickup_name(to.file_name().unwrap_or_default())?;
         let real_from = self.real(&from, true)?;
         let real_to = self.real(&to, false)?;
         let meta = fs::symlink_metadata(&real_from).map_err(|e| io_status(&e))?;
         if !meta.is_file() {
             return Err(denied());
         }
-        // SFTP v3: a rename never replaces an existing file. A hard link fails atomically
-        // when the target exists.
-        fs::hard_link(&real_from, &real_to).map_err(|e| io_status(&e))?;
-        fs::remove_file(&real_from).map_err(|e| io_status(&e))?;
+        // SFTP v3: a rename never replaces an existing file. Atomic: of two racing renames of
+        // one file, exactly one wins and the file keeps exactly one name.
+        fsutil::rename_noreplace(&real_from, &real_to).map_err(|e| io_status(&e))?;
         tracing::info!(lender = %self.info.lender, address = %self.info.addr, from = %from, to = %to, "renamed");
         if let Some(hook) = &self.info.on_upload {
             hook();
@@ -582,6 +718,7 @@ mod tests {
             environments: vec!["sandbox".into()],
             max_file_bytes: max,
             on_upload: None,
+            live_uploads: LiveUploads::default(),
         })
     }
 
@@ -789,6 +926,53 @@ mod tests {
         let results = s.stat(1, "/sandbox/import/results".into()).await.unwrap();
         assert_ne!(pickup.attrs.permissions.unwrap() & 0o200, 0);
         assert_eq!(results.attrs.permissions.unwrap() & 0o222, 0);
+    }
+
+    #[test]
+    fn upload_temp_names() {
+        let t = temp_name("a.json");
+        assert!(is_upload_temp_name(&t), "{t}");
+        assert!(!is_upload_temp_name("a.json.part"));
+        assert!(!is_upload_temp_name(".a.json.part"));
+        assert!(!is_upload_temp_name(".a.json.0123.part"));
+    }
+
+    #[tokio::test]
+    async fn long_names_and_cross_environment_renames_are_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let mut s = session(d.path(), 100);
+        let long = format!(
+            "/sandbox/import/pickup/{}",
+            "a".repeat(layout::MAX_PICKUP_NAME_BYTES + 1)
+        );
+        let e = s
+            .open(1, long.clone(), wflags(), FileAttributes::default())
+            .await
+            .unwrap_err();
+        assert!(
+            e.error_message
+                .as_deref()
+                .unwrap_or("")
+                .contains("limited to 209 bytes"),
+            "{e:?}"
+        );
+        let ok_name = format!(
+            "/sandbox/import/pickup/{}",
+            "a".repeat(layout::MAX_PICKUP_NAME_BYTES)
+        );
+        let h = s
+            .open(2, ok_name.clone(), wflags(), FileAttributes::default())
+            .await
+            .unwrap();
+        s.close(3, h.handle).await.unwrap();
+        assert!(s.rename(4, ok_name.clone(), long).await.is_err());
+        s.info.environments.push("production".into());
+        fs::create_dir_all(d.path().join("production/import/pickup")).unwrap();
+        let e = s
+            .rename(5, ok_name, "/production/import/pickup/x.json".into())
+            .await
+            .unwrap_err();
+        assert_eq!(e.status_code, StatusCode::PermissionDenied);
     }
 
     #[tokio::test]

@@ -1,35 +1,43 @@
 //! The embedded SFTP server: the accept loop and the SSH side of one connection.
 //!
-//! Owns: accepting TCP connections (dropping banned addresses before the handshake), the
-//! russh configuration (constant-time rejections, idle timeout, window tuning, no
-//! compression), logins through `auth`, and starting the `fs` handler on an `sftp` subsystem.
-//! Must not: offer a shell, exec or forwarding, log a secret, or stop serving because one
-//! connection (or one `accept`) failed.
+//! Owns: accepting TCP connections (dropping banned addresses, addresses over their
+//! unauthenticated-connection cap and MaxStartups' early random drops before the handshake),
+//! the login grace time, the russh configuration (algorithms, constant-time rejections, idle
+//! timeout, window tuning, no compression), logins through `auth`, and starting the `fs`
+//! handler on an `sftp` subsystem behind the `guard` framing check.
+//! Must not: offer a shell, exec or forwarding, log a secret, let one client flood the log
+//! (repeated lines go through `lograte`), or stop serving because one connection (or one
+//! `accept`) failed.
 //!
 //! **Invariant:** a connection reaches the file system only after a successful login, and then
 //! only through `fs::SftpFs` rooted at its own lender's home.
 
 pub mod auth;
 pub mod fs;
+pub mod guard;
+pub mod lograte;
 pub mod path;
 
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::os::fd::{AsFd, AsRawFd};
 use std::sync::Arc;
 use std::time::Duration;
 
+use russh::keys::ssh_key::{Algorithm, EcdsaCurve, HashAlg};
 use russh::keys::PrivateKey;
 use russh::server::{Auth, Msg, PublicKeyOffer, Session, VerifiedPublicKey};
-use russh::{Channel, ChannelId, MethodKind, MethodSet, Preferred};
+use russh::{cipher, kex, mac, Channel, ChannelId, MethodKind, MethodSet, Preferred};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::layout;
-use auth::{Defender, SessionCounter, SessionSlot};
-use fs::{SessionInfo, SftpFs, UploadHook};
+use crate::{limited_info, limited_warn};
+use auth::{Defender, PasswordGate, Pending, PendingSlot, SessionCounter, SessionSlot, Verdict};
+use fs::{LiveUploads, SessionInfo, SftpFs, UploadHook};
 
 /// Session channels one connection may open.
 const MAX_CHANNELS: usize = 4;
@@ -37,23 +45,85 @@ const MAX_CHANNELS: usize = 4;
 /// TCP connections cannot use up the daemon's file descriptors.
 const MAX_CONNECTIONS: usize = 1024;
 
+/// Key exchanges offered: post-quantum hybrid and curve25519 only (no finite-field
+/// Diffie-Hellman, whose large groups cost the server a lot of CPU per handshake), plus the
+/// extension-negotiation and strict-KEX (Terrapin) markers.
+pub const KEX: &[kex::Name] = &[
+    kex::MLKEM768X25519_SHA256,
+    kex::CURVE25519,
+    kex::CURVE25519_PRE_RFC_8731,
+    kex::EXTENSION_SUPPORT_AS_SERVER,
+    kex::EXTENSION_OPENSSH_STRICT_KEX_AS_SERVER,
+];
+/// Ciphers offered: AEAD first, CTR modes (with an encrypt-then-MAC MAC) after.
+pub const CIPHERS: &[cipher::Name] = &[
+    cipher::CHACHA20_POLY1305,
+    cipher::AES_256_GCM,
+    cipher::AES_128_GCM,
+    cipher::AES_256_CTR,
+    cipher::AES_192_CTR,
+    cipher::AES_128_CTR,
+];
+/// MACs offered: encrypt-then-MAC, SHA-2 only.
+pub const MACS: &[mac::Name] = &[mac::HMAC_SHA512_ETM, mac::HMAC_SHA256_ETM];
+/// Host key and user signature algorithms (`server-sig-algs`): no SHA-1 `ssh-rsa`.
+pub const KEY_ALGORITHMS: &[Algorithm] = &[
+    Algorithm::Ed25519,
+    Algorithm::Ecdsa {
+        curve: EcdsaCurve::NistP256,
+    },
+    Algorithm::Ecdsa {
+        curve: EcdsaCurve::NistP384,
+    },
+    Algorithm::Ecdsa {
+        curve: EcdsaCurve::NistP521,
+    },
+    Algorithm::Rsa {
+        hash: Some(HashAlg::Sha512),
+    },
+    Algorithm::Rsa {
+        hash: Some(HashAlg::Sha256),
+    },
+];
+
 /// What every connection shares.
 pub struct Shared {
     pub cfg: Arc<Config>,
     pub defender: Defender,
     pub sessions: SessionCounter,
+    pub passwords: PasswordGate,
+    pub pending: Arc<Pending>,
+    /// Temporary names of uploads being written (never removed as stale).
+    pub live_uploads: LiveUploads,
     /// Told about each finished upload (the on-upload pass trigger).
     pub on_upload: Option<UploadHook>,
 }
 
 impl Shared {
-    pub fn new(cfg: Arc<Config>, on_upload: Option<UploadHook>) -> Self {
+    pub fn new(cfg: Arc<Config>, on_upload: Option<UploadHook>, live_uploads: LiveUploads) -> Self {
         Shared {
             defender: Defender::from_config(&cfg),
             sessions: SessionCounter::new(cfg.sftp.max_sessions_per_lender),
+            passwords: PasswordGate::new(),
+            pending: Pending::new(
+                cfg.sftp.max_unauthenticated_per_address,
+                cfg.sftp.max_startups,
+            ),
+            live_uploads,
             cfg,
             on_upload,
         }
+    }
+}
+
+/// Both login methods, offered again after every rejection (russh would drop `password`
+/// after one wrong password, and the OpenSSH client would then stop asking).
+fn reject() -> Auth {
+    Auth::Reject {
+        proceed_with_methods: Some(MethodSet::from(
+            &[MethodKind::PublicKey, MethodKind::Password][..],
+        )),
+        partial_success: false,
     }
 }
 
@@ -82,8 +152,12 @@ pub fn ssh_config(cfg: &Config, host_key: PrivateKey) -> russh::server::Config {
         inactivity_timeout: Some(Duration::from_secs(cfg.sftp.idle_timeout_seconds.max(1))),
         nodelay: true,
         preferred: Preferred {
+            kex: Cow::Borrowed(KEX),
+            key: Cow::Borrowed(KEY_ALGORITHMS),
+            host_key_certificates: Cow::Borrowed(&[]),
+            cipher: Cow::Borrowed(CIPHERS),
+            mac: Cow::Borrowed(MACS),
             compression: Cow::Borrowed(&[russh::compression::NONE]),
-            ..Preferred::default()
         },
         ..Default::default()
     }
@@ -98,7 +172,27 @@ pub async fn accept_loop(
     cancel: CancellationToken,
     tracker: TaskTracker,
 ) {
-    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let grace = Duration::from_secs(shared.cfg.sftp.login_grace_seconds.max(1));
+    let ctx = Arc::new(Ctx {
+        ssh,
+        shared: shared.clone(),
+        slots: Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS)),
+        cancel: cancel.clone(),
+        tracker: tracker.clone(),
+    });
+    // Summaries of rate-limited log lines, also when a flood has stopped.
+    {
+        let cancel = cancel.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(lograte::WINDOW);
+            loop {
+                tokio::select! {
+                    _ = cancel.cancelled() => break,
+                    _ = tick.tick() => lograte::flush(),
+                }
+            }
+        });
+    }
     loop {
         let (socket, addr) = tokio::select! {
             _ = cancel.cancelled() => break,
@@ -106,28 +200,81 @@ pub async fn accept_loop(
                 Ok(x) => x,
                 Err(e) => {
                     // E.g. too many open files: wait a little, never stop serving.
-                    tracing::warn!(error = %e, "cannot accept a connection");
+                    limited_warn!("accept", error = %e, "cannot accept a connection");
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }
             },
         };
         if shared.defender.is_banned(addr.ip()) {
-            tracing::info!(address = %addr, "refused: address banned after failed logins");
+            limited_info!("refusal", address = %addr, "refused: address banned after failed logins");
             continue;
         }
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            tracing::warn!(address = %addr, limit = MAX_CONNECTIONS, "refused: too many connections");
-            continue;
-        };
-        if let Err(e) = socket.set_nodelay(true) {
-            tracing::debug!(address = %addr, error = %e, "cannot set TCP_NODELAY");
+        let roll = rand::random_range(0..100);
+        let deadline = tokio::time::Instant::now() + grace;
+        match shared.pending.admit(addr.ip(), roll) {
+            Ok(pending) => launch(&ctx, socket, addr, pending, deadline),
+            Err(auth::StartupRefusal::PerAddress(n)) => {
+                let Some(wait) = shared.pending.try_wait(addr.ip()) else {
+                    limited_info!("refusal", address = %addr, unauthenticated = n, "refused: too many connections from this address that have not logged in");
+                    continue;
+                };
+                // Over the address's cap: wait (unread) for one of its slots, within the grace time.
+                let ctx2 = ctx.clone();
+                tracker.spawn(async move {
+                    let admitted = ctx2.shared.pending.admit_waiting(addr.ip(), roll, deadline).await;
+                    drop(wait);
+                    match admitted {
+                        Ok(pending) => launch(&ctx2, socket, addr, pending, deadline),
+                        Err(_) => {
+                            limited_info!("refusal", address = %addr, unauthenticated = n, "refused: too many connections from this address that have not logged in (waited for the login grace time)");
+                        }
+                    }
+                });
+            }
+            Err(auth::StartupRefusal::Startups { pending, percent }) => {
+                limited_info!("refusal", address = %addr, unauthenticated = pending, drop_percent = percent, "refused: too many connections that have not logged in (early drop)");
+            }
         }
-        let handler = Connection::new(shared.clone(), addr);
-        let ssh = ssh.clone();
-        let cancel = cancel.clone();
-        tracker.spawn(async move {
-            let _slot = slot;
+    }
+}
+
+/// What starting a connection needs.
+struct Ctx {
+    ssh: Arc<russh::server::Config>,
+    shared: Arc<Shared>,
+    slots: Arc<tokio::sync::Semaphore>,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+}
+
+/// Runs the SSH session of an admitted connection, closing it at `deadline` unless it logged in.
+fn launch(
+    ctx: &Arc<Ctx>,
+    socket: tokio::net::TcpStream,
+    addr: SocketAddr,
+    pending: Arc<PendingSlot>,
+    deadline: tokio::time::Instant,
+) {
+    let Ok(slot) = ctx.slots.clone().try_acquire_owned() else {
+        limited_warn!("refusal", address = %addr, limit = MAX_CONNECTIONS, "refused: too many connections");
+        return;
+    };
+    if let Err(e) = socket.set_nodelay(true) {
+        tracing::debug!(address = %addr, error = %e, "cannot set TCP_NODELAY");
+    }
+    // A second descriptor of the socket: shutting it down ends a connection whose login
+    // grace time is over, whatever the session task is doing (and, unlike the number of
+    // the session's own descriptor, it cannot be reused for another socket meanwhile).
+    let kill_fd = socket.as_fd().try_clone_to_owned().ok();
+    let authed = CancellationToken::new();
+    let handler = Connection::new(ctx.shared.clone(), addr, pending.clone(), authed.clone());
+    let ssh = ctx.ssh.clone();
+    let cancel = ctx.cancel.clone();
+    let grace_seconds = ctx.shared.cfg.sftp.login_grace_seconds;
+    ctx.tracker.spawn(async move {
+        let _slot = slot;
+        let run = async move {
             let session = match russh::server::run_stream(ssh, socket, handler).await {
                 Ok(s) => s,
                 Err(e) => {
@@ -152,8 +299,30 @@ pub async fn accept_loop(
                         .await;
                 }
             }
-        });
-    }
+        };
+        tokio::pin!(run);
+        let expired = async {
+            tokio::select! {
+                _ = tokio::time::sleep_until(deadline) => {}
+                // Logged in in time: no grace limit from now on.
+                _ = authed.cancelled() => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            _ = &mut run => return,
+            _ = expired => {}
+        }
+        limited_info!("refusal", address = %addr, grace_seconds, "closed: no login within the login grace time");
+        pending.release();
+        if let Some(fd) = &kill_fd {
+            // SAFETY: shutdown(2) on a descriptor we own; it only ends this socket.
+            unsafe { libc::shutdown(fd.as_raw_fd(), libc::SHUT_RDWR) };
+        }
+        // The session ends on its next read; it may first finish a login step in progress.
+        if tokio::time::timeout(Duration::from_secs(10), run).await.is_err() {
+            tracing::debug!(address = %addr, "session did not end after its grace time");
+        }
+    });
 }
 
 /// The SSH side of one connection.
@@ -164,15 +333,26 @@ struct Connection {
     login: Option<(String, SessionSlot)>,
     /// Session channels opened but not yet given to a subsystem.
     channels: HashMap<ChannelId, Channel<Msg>>,
+    /// Counts this connection as not logged in until it is.
+    pending: Arc<PendingSlot>,
+    /// Cancelled at login: ends the login grace timer.
+    authed: CancellationToken,
 }
 
 impl Connection {
-    fn new(shared: Arc<Shared>, addr: SocketAddr) -> Self {
+    fn new(
+        shared: Arc<Shared>,
+        addr: SocketAddr,
+        pending: Arc<PendingSlot>,
+        authed: CancellationToken,
+    ) -> Self {
         Connection {
             shared,
             addr,
             login: None,
             channels: HashMap::new(),
+            pending,
+            authed,
         }
     }
 
@@ -181,23 +361,31 @@ impl Connection {
             Some(slot) => {
                 tracing::info!(lender = user, address = %self.addr, method, "login");
                 self.login = Some((user.to_string(), slot));
+                self.pending.release();
+                self.authed.cancel();
                 Auth::Accept
             }
             None => {
-                tracing::warn!(lender = user, address = %self.addr, limit = self.shared.cfg.sftp.max_sessions_per_lender, "refused: too many sessions for this lender");
-                Auth::reject()
+                limited_warn!("refusal", lender = user, address = %self.addr, limit = self.shared.cfg.sftp.max_sessions_per_lender, "refused: too many sessions for this lender");
+                reject()
             }
         }
     }
 
-    fn refuse_login(&self, user: &str, method: &'static str) -> Result<Auth, SessionError> {
+    /// A failed login already counted for the ban (passwords count before verifying).
+    fn refused(
+        &self,
+        user: &str,
+        method: &'static str,
+        banned: bool,
+    ) -> Result<Auth, SessionError> {
         // The user name is the client's text: logged escaped (Debug), never the password.
-        tracing::warn!(lender = ?user, address = %self.addr, method, "refused: login failed");
-        if self.shared.defender.record_failure(self.addr.ip()) {
+        limited_warn!("login", lender = ?user, address = %self.addr, method, "refused: login failed");
+        if banned {
             tracing::warn!(address = %self.addr, ban_seconds = self.shared.cfg.sftp.ban_seconds, "address banned after repeated failed logins");
             return Err(SessionError::Banned);
         }
-        Ok(Auth::reject())
+        Ok(reject())
     }
 }
 
@@ -213,19 +401,19 @@ impl russh::server::Handler for Connection {
     type Error = SessionError;
 
     async fn auth_password(&mut self, user: &str, password: &str) -> Result<Auth, Self::Error> {
-        if self.shared.defender.is_banned(self.addr.ip()) {
+        let ip = self.addr.ip();
+        if self.shared.defender.is_banned(ip) {
             return Err(SessionError::Banned);
         }
-        let cfg = self.shared.cfg.clone();
-        let (u, p) = (user.to_string(), password.to_string());
-        // argon2 is deliberately slow: keep it off the async threads.
-        let good = tokio::task::spawn_blocking(move || auth::password_matches(&cfg, &u, &p))
-            .await
-            .unwrap_or(false);
-        if good {
-            Ok(self.accept_login(user, "password"))
-        } else {
-            self.refuse_login(user, "password")
+        let verdict = self
+            .shared
+            .passwords
+            .check(&self.shared.cfg, &self.shared.defender, ip, user, password)
+            .await;
+        match verdict {
+            Verdict::Good => Ok(self.accept_login(user, "password")),
+            Verdict::Bad => self.refused(user, "password", false),
+            Verdict::Banned => self.refused(user, "password", true),
         }
     }
 
@@ -234,11 +422,17 @@ impl russh::server::Handler for Connection {
         user: &str,
         offer: PublicKeyOffer<'_>,
     ) -> Result<Auth, Self::Error> {
-        // A probe: no signature yet, so no failure is counted for an unknown key.
+        // A probe: no signature yet. Clients try several keys, so an unknown key is logged
+        // (rate-limited) but never counted toward a ban.
+        if *offer.algorithm == (Algorithm::Rsa { hash: None }) {
+            limited_info!("login", lender = ?user, address = %self.addr, "refused: ssh-rsa (SHA-1) signatures are not accepted; use rsa-sha2-256/512 or ed25519");
+            return Ok(reject());
+        }
         if auth::key_authorized(&self.shared.cfg, user, offer.public_key) {
             Ok(Auth::Accept)
         } else {
-            Ok(Auth::reject())
+            limited_info!("login", lender = ?user, address = %self.addr, key = %offer.public_key.fingerprint(HashAlg::Sha256), "refused: key not authorized");
+            Ok(reject())
         }
     }
 
@@ -250,10 +444,15 @@ impl russh::server::Handler for Connection {
         if self.shared.defender.is_banned(self.addr.ip()) {
             return Err(SessionError::Banned);
         }
+        if *key.algorithm == (Algorithm::Rsa { hash: None }) {
+            limited_info!("login", lender = ?user, address = %self.addr, "refused: ssh-rsa (SHA-1) signatures are not accepted; use rsa-sha2-256/512 or ed25519");
+            return Ok(reject());
+        }
         if auth::key_authorized(&self.shared.cfg, user, key.public_key) {
             Ok(self.accept_login(user, "publickey"))
         } else {
-            self.refuse_login(user, "publickey")
+            limited_info!("login", lender = ?user, address = %self.addr, key = %key.public_key.fingerprint(HashAlg::Sha256), "refused: key not authorized");
+            Ok(reject())
         }
     }
 
@@ -300,9 +499,16 @@ impl russh::server::Handler for Connection {
             environments: cfg.environments.clone(),
             max_file_bytes: cfg.sftp.max_file_bytes,
             on_upload: self.shared.on_upload.clone(),
+            live_uploads: self.shared.live_uploads.clone(),
         };
         session.channel_success(channel_id)?;
-        russh_sftp::server::run(channel.into_stream(), SftpFs::new(info)).await;
+        let stream = guard::Guarded::new(
+            channel.into_stream(),
+            lender.clone(),
+            self.addr,
+            session.handle(),
+        );
+        russh_sftp::server::run(stream, SftpFs::new(info)).await;
         Ok(())
     }
 

@@ -27,8 +27,14 @@ pub enum PathError {
     Control,
     #[error("the path is too long")]
     TooLong,
-    #[error("the path is not valid UTF-8")]
+    /// Not UTF-8, or containing U+FFFD: russh-sftp decodes invalid UTF-8 lossily, so a
+    /// replacement character is what invalid bytes arrive as.
+    #[error("names must be valid UTF-8 (U+FFFD, what invalid bytes decode to, is refused too)")]
     NotUtf8,
+    /// Bidirectional overrides and invisible formatting characters make a name display as
+    /// another one (`invoice\u{202E}nosj.exe`).
+    #[error("names must not contain bidirectional-control or invisible formatting characters")]
+    Bidi,
     /// A name starting with `.`: hidden names (upload temporaries, lookups being written) are
     /// not part of a lender's namespace.
     #[error("hidden names are not accessible")]
@@ -125,12 +131,31 @@ impl fmt::Display for VirtualPath {
     }
 }
 
+/// Bidirectional controls (U+061C, U+200E/F, U+202A–U+202E, U+2066–U+2069), zero-width and
+/// invisible characters (U+200B–U+200D, U+2060–U+2064, U+FEFF), and the line and paragraph
+/// separators U+2028/U+2029.
+pub fn is_bidi_or_invisible(c: char) -> bool {
+    matches!(c,
+        '\u{061C}'
+        | '\u{200B}'..='\u{200F}'
+        | '\u{2028}'..='\u{202E}'
+        | '\u{2060}'..='\u{2064}'
+        | '\u{2066}'..='\u{2069}'
+        | '\u{FEFF}')
+}
+
 fn check_name(name: &str) -> Result<(), PathError> {
     if name.contains('\0') {
         return Err(PathError::Nul);
     }
     if name.chars().any(char::is_control) {
         return Err(PathError::Control);
+    }
+    if name.contains('\u{FFFD}') {
+        return Err(PathError::NotUtf8);
+    }
+    if name.chars().any(is_bidi_or_invisible) {
+        return Err(PathError::Bidi);
     }
     if name.len() > MAX_NAME_BYTES {
         return Err(PathError::TooLong);
@@ -183,6 +208,32 @@ mod tests {
 
     fn r(p: &str) -> Result<String, PathError> {
         resolve(p, &VirtualPath::root()).map(|v| v.to_string())
+    }
+
+    #[test]
+    fn refuses_replacement_bidi_and_invisible_characters() {
+        assert_eq!(r("/a\u{FFFD}.json"), Err(PathError::NotUtf8));
+        for c in [
+            '\u{202E}', '\u{202A}', '\u{2066}', '\u{2069}', '\u{200E}', '\u{200F}', '\u{200B}',
+            '\u{FEFF}', '\u{061C}', '\u{2028}',
+        ] {
+            assert_eq!(
+                r(&format!("/x{c}nosj.exe")),
+                Err(PathError::Bidi),
+                "{:?}",
+                c
+            );
+        }
+        assert_eq!(r("/a\u{7}b"), Err(PathError::Control));
+        assert_eq!(r("/a\u{85}b"), Err(PathError::Control));
+        assert_eq!(
+            r("/prêt-à-porter ü 日本.json").unwrap(),
+            "/prêt-à-porter ü 日本.json"
+        );
+        assert_eq!(
+            resolve_bytes(b"/a\xff.json", &VirtualPath::root()),
+            Err(PathError::NotUtf8)
+        );
     }
 
     #[test]
