@@ -134,7 +134,8 @@ def flood_worker(args, kind, i, stop, counts, lock):
                 what = "handshake"
             elif kind == "stall":
                 t = transport(args, source, timeout=30)
-                what = "held"
+                # Key exchange done (a connection the server left waiting has no remote version).
+                what = "held" if t.remote_version else "waiting"
                 while not stop.is_set() and time.monotonic() < deadline and t.is_active():
                     stop.wait(0.2)
                 if not t.is_active():
