@@ -332,9 +332,9 @@ pub enum StartupRefusal {
 }
 
 /// Connections of one address that may wait for a free unauthenticated slot, per slot.
-pub const WAITING_PER_SLOT: usize = 4;
+pub const WAITING_PER_SLOT: usize = 25;
 /// Connections that may wait for a free slot, all addresses together.
-pub const MAX_WAITING: usize = 1024;
+pub const MAX_WAITING: usize = 4096;
 
 #[derive(Default)]
 struct PendingCounts {
