@@ -183,6 +183,19 @@ def scenario_flood(args):
         except Exception:  # a failed legitimate login is a result, not a crash
             errors.append((r.stderr.strip().splitlines() or ["no output"])[-1][:200])
         time.sleep(0.2)
+    # Answer times of a wrong password for an unknown and for a known user, under the flood.
+    probes = {}
+    if args.probe_users:
+        import subprocess
+        for user, source in (("nobody-such", "127.0.0.3"), (args.user, "127.0.0.4")):
+            r = subprocess.run(
+                [sys.executable, os.path.abspath(__file__), "--host", args.host,
+                 "--port", str(args.port), "--user", user, "--legit-source", source, "probe"],
+                capture_output=True, text=True, timeout=120)
+            try:
+                probes[user] = json.loads(r.stdout.strip().splitlines()[-1])["seconds"]
+            except Exception:
+                probes[user] = None
     stop.set()
     for t in threads:
         t.join(timeout=60)
@@ -195,12 +208,26 @@ def scenario_flood(args):
         "legit_seconds": [round(x, 3) for x in logins],
         "legit_errors": errors,
         "counts": counts,
+        "probe_seconds": probes,
         **stats,
     }))
 
 
 def scenario_login(args):
     print(json.dumps({"seconds": legit_login(args, args.legit_source)}))
+
+
+def scenario_probe(args):
+    """One wrong password for --user; prints the answer time (from the auth request)."""
+    t = transport(args, args.legit_source)
+    t0 = time.monotonic()
+    try:
+        t.auth_password(args.user, "certainly-wrong")
+        ok = True
+    except paramiko.AuthenticationException:
+        ok = False
+    print(json.dumps({"accepted": ok, "seconds": round(time.monotonic() - t0, 3)}))
+    t.close()
 
 
 def scenario_grace(args):
@@ -411,6 +438,7 @@ def main():
     p.add_argument("--duration", type=float, default=30)
     p.add_argument("--warmup", type=float, default=1.0)
     p.add_argument("--logins", type=int, default=3)
+    p.add_argument("--probe-users", action="store_true")
     p.add_argument("--tries", type=int, default=120)
     p.add_argument("--pickup")
     p.add_argument("--size", type=int, default=1 << 20)
@@ -423,6 +451,7 @@ def main():
         "flood": scenario_flood,
         "login": scenario_login,
         "grace": scenario_grace,
+        "probe": scenario_probe,
         "names": scenario_names,
         "race": scenario_race,
         "garbage": scenario_garbage,

@@ -3,7 +3,7 @@
 //! plain names only, and resolving the result again changes nothing. Any panic is a bug.
 #![no_main]
 
-use bulkload::sftp::path::{is_bidi_or_invisible, resolve, resolve_bytes, VirtualPath};
+use bulkload::sftp::path::{resolve, resolve_bytes, VirtualPath};
 use libfuzzer_sys::fuzz_target;
 use std::path::{Component, Path};
 
@@ -26,7 +26,6 @@ fuzz_target!(|data: &[u8]| {
                 let n = n.to_str().unwrap();
                 assert!(!n.is_empty() && !n.starts_with('.') && !n.contains('/'));
                 assert!(!n.chars().any(char::is_control));
-                assert!(!n.chars().any(is_bidi_or_invisible) && !n.contains('\u{FFFD}'));
             }
             other => panic!("non-plain component {other:?} in {real:?}"),
         }
