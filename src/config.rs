@@ -325,7 +325,9 @@ pub struct Sftp {
 }
 
 /// OpenSSH's `MaxStartups start:rate:full`: with `start` or more connections not yet logged
-/// in, a new one is dropped with probability `rate`%, rising linearly to 100% at `full`.
+/// in, a new one is dropped with probability `rate`%, rising linearly to 100% at `full`
+/// (the daemon applies it to addresses that already have a connection pending; see
+/// `sftp::auth::Pending`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MaxStartups {
     pub start: usize,

@@ -2,7 +2,8 @@
 //!
 //! Owns: the folder tree of a lender and environment, the private work folder a pass claims files
 //! into, store paths, which pickup names are ignored, the record type named by a file's prefix,
-//! and the processed / result names with their `yyyyMMddHHmmssfff` timestamps.
+//! the processed / result names with their `yyyyMMddHHmmssfff` timestamps, and the longest pickup
+//! name (`MAX_PICKUP_NAME_BYTES`) for which every name derived from it fits the file system.
 //! Must not: read or write files (beyond `ensure_tree`), or know anything about records' content.
 
 use chrono::{DateTime, Utc};

@@ -326,11 +326,19 @@ fn wrong_password_flood_keeps_memory_bounded_and_logins_fast() {
             "1.5",
             "--logins",
             "3",
+            "--probe-users",
         ],
     ) else {
         return;
     };
     eprintln!("argon2 flood: {v}");
+    // An unknown user is answered in the time a known one is, under load too.
+    let probe = |u: &str| v["probe_seconds"][u].as_f64().unwrap_or(99.0);
+    let (unknown, known) = (probe("nobody-such"), probe("demo"));
+    assert!(
+        unknown >= 0.9 && known >= 0.9 && (unknown - known).abs() < 1.0,
+        "wrong password: unknown user {unknown} s, known user {known} s"
+    );
     let logins = secs(&v);
     assert_eq!(logins.len(), 3, "every legitimate login succeeds: {v}");
     assert!(

@@ -332,9 +332,9 @@ pub enum StartupRefusal {
 }
 
 /// Connections of one address that may wait for a free unauthenticated slot, per slot.
-pub const WAITING_PER_SLOT: usize = 4;
+pub const WAITING_PER_SLOT: usize = 25;
 /// Connections that may wait for a free slot, all addresses together.
-pub const MAX_WAITING: usize = 1024;
+pub const MAX_WAITING: usize = 4096;
 
 #[derive(Default)]
 struct PendingCounts {
@@ -440,7 +440,18 @@ impl Pending {
         if mine >= self.per_address_max {
             return Err(StartupRefusal::PerAddress(mine));
         }
-        let percent = self.startups.drop_percent(c.total);
+        // Early drop falls on addresses that already have connections waiting to log in; a
+        // new address is only refused once `full` is reached, so a flood from some addresses
+        // does not lock out the others.
+        let percent = if mine == 0 {
+            if c.total >= self.startups.full {
+                100
+            } else {
+                0
+            }
+        } else {
+            self.startups.drop_percent(c.total)
+        };
         if percent > 0 && roll < percent {
             return Err(StartupRefusal::Startups {
                 pending: c.total,
@@ -556,7 +567,8 @@ mod tests {
         let _s2 = p.admit(a, 99).unwrap();
         assert_eq!(p.admit(a, 99).err(), Some(StartupRefusal::PerAddress(2)));
         let _s3 = p.admit(b, 99).unwrap();
-        // 3 pending: 50% drop; a roll of 10 drops, 60 passes.
+        // 3 pending: 50% drop for an address that has some pending; a roll of 10 drops, 60
+        // passes. A new address passes whatever the roll until `full`.
         assert!(matches!(
             p.admit(b, 10),
             Err(StartupRefusal::Startups {
@@ -564,8 +576,9 @@ mod tests {
                 percent: 50
             })
         ));
-        let s4 = p.admit(b, 60).unwrap();
-        assert!(p.admit("192.0.2.3".parse().unwrap(), 99).is_err());
+        let c: IpAddr = "192.0.2.3".parse().unwrap();
+        let s4 = p.admit(c, 0).unwrap();
+        assert!(p.admit("192.0.2.4".parse().unwrap(), 99).is_err(), "full");
         s1.release();
         s1.release();
         assert_eq!(p.total(), 3);

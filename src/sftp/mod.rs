@@ -222,7 +222,10 @@ pub async fn accept_loop(
                 // Over the address's cap: wait (unread) for one of its slots, within the grace time.
                 let ctx2 = ctx.clone();
                 tracker.spawn(async move {
-                    let admitted = ctx2.shared.pending.admit_waiting(addr.ip(), roll, deadline).await;
+                    let admitted = tokio::select! {
+                        r = ctx2.shared.pending.admit_waiting(addr.ip(), roll, deadline) => r,
+                        _ = ctx2.cancel.cancelled() => return,
+                    };
                     drop(wait);
                     match admitted {
                         Ok(pending) => launch(&ctx2, socket, addr, pending, deadline),
