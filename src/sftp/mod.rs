@@ -66,8 +66,15 @@ pub const CIPHERS: &[cipher::Name] = &[
     cipher::AES_192_CTR,
     cipher::AES_128_CTR,
 ];
-/// MACs offered: encrypt-then-MAC, SHA-2 only.
-pub const MACS: &[mac::Name] = &[mac::HMAC_SHA512_ETM, mac::HMAC_SHA256_ETM];
+/// MACs offered: SHA-2 only, encrypt-then-MAC first. The plain (encrypt-and-MAC) SHA-2 MACs
+/// come last, for libssh2 before 1.11 (curl and PHP on Debian 12, many lenders' scripts), which
+/// has neither encrypt-then-MAC nor an AEAD cipher; every client that has one picks it first.
+pub const MACS: &[mac::Name] = &[
+    mac::HMAC_SHA512_ETM,
+    mac::HMAC_SHA256_ETM,
+    mac::HMAC_SHA512,
+    mac::HMAC_SHA256,
+];
 /// Host key and user signature algorithms (`server-sig-algs`): no SHA-1 `ssh-rsa`.
 pub const KEY_ALGORITHMS: &[Algorithm] = &[
     Algorithm::Ed25519,
