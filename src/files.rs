@@ -66,9 +66,10 @@ pub struct PassOptions<'a> {
     pub queue: Option<&'a WriterQueue>,
     /// Only these lenders' folders (a pass started by their uploads); `None`: every lender.
     pub lenders: Option<&'a [String]>,
-    /// Pickup files known to be complete (renamed in by the SFTP server on close): taken at
-    /// once, whatever `settle`.
-    pub complete: Option<&'a (dyn Fn(&Path) -> bool + Sync)>,
+    /// For pickup files the caller knows are complete (renamed in by the SFTP server on
+    /// close): how much longer to leave them (their client may still be checking them; zero:
+    /// take now), instead of `settle`. `None` from it: `settle` applies.
+    pub complete: Option<&'a (dyn Fn(&Path) -> Option<Duration> + Sync)>,
 }
 
 /// What happened to one pickup file.
@@ -313,9 +314,13 @@ impl LenderPass<'_, '_> {
                 .ok()
                 .and_then(|m| now.duration_since(m).ok())
                 .unwrap_or(Duration::ZERO);
-            let complete = self.opts.complete.is_some_and(|f| f(&entry.path()));
-            if age < self.opts.settle && !complete && !meta.file_type().is_symlink() {
-                let settled_at = now + (self.opts.settle - age);
+            let wait = match self.opts.complete.and_then(|f| f(&entry.path())) {
+                Some(wait) => wait,
+                None if meta.file_type().is_symlink() => Duration::ZERO,
+                None => self.opts.settle.saturating_sub(age),
+            };
+            if !wait.is_zero() {
+                let settled_at = now + wait;
                 self.summary.unsettled += 1;
                 self.summary.next_settled = Some(
                     self.summary

@@ -9,7 +9,7 @@
 //! for files skipped as too young, and stopping a pass after its current file on shutdown.
 //! Must not: process files itself (that is `files::run_pass`), or let two passes overlap.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex as StdMutex};
@@ -46,23 +46,45 @@ pub enum Scope {
     Lender(String),
 }
 
-/// Pickup files the SFTP server renamed in itself (real paths): complete when they appear, so
-/// a pass takes them at once instead of waiting `settle_seconds`.
+/// Pickup files the SFTP server renamed in itself (real paths), with when their client last
+/// touched them: complete when they appear, so a pass takes them without `settle_seconds`, once
+/// their client has left them alone for a short grace (rclone sets the time, stats and hashes
+/// its upload right after closing it, and counts a file taken meanwhile as a failed transfer).
 #[derive(Clone, Default)]
-pub struct CompleteUploads(Arc<StdMutex<HashSet<PathBuf>>>);
+pub struct CompleteUploads(Arc<StdMutex<HashMap<PathBuf, Instant>>>);
 
 impl CompleteUploads {
+    /// `p` was just published.
     pub fn insert(&self, p: &Path) {
-        lock(&self.0).insert(p.to_path_buf());
+        lock(&self.0).insert(p.to_path_buf(), Instant::now());
+    }
+
+    /// Its client touched `p` (setstat, stat, hash); true when `p` is a published file.
+    pub fn touch(&self, p: &Path) -> bool {
+        match lock(&self.0).get_mut(p) {
+            Some(t) => {
+                *t = Instant::now();
+                true
+            }
+            None => false,
+        }
     }
 
     pub fn contains(&self, p: &Path) -> bool {
-        lock(&self.0).contains(p)
+        lock(&self.0).contains_key(p)
+    }
+
+    /// How much longer `p` waits (its grace since the last touch), or `None` when the daemon
+    /// did not publish it.
+    pub fn remaining(&self, p: &Path, grace: Duration) -> Option<Duration> {
+        lock(&self.0)
+            .get(p)
+            .map(|t| grace.saturating_sub(t.elapsed()))
     }
 
     /// Forgets files that are gone (claimed by a pass, removed by their lender).
     fn prune(&self) {
-        let paths: Vec<PathBuf> = lock(&self.0).iter().cloned().collect();
+        let paths: Vec<PathBuf> = lock(&self.0).keys().cloned().collect();
         let gone: Vec<PathBuf> = paths
             .into_iter()
             .filter(|p| std::fs::symlink_metadata(p).is_err())
@@ -206,6 +228,7 @@ impl Passes {
         let live = self.live_uploads.clone();
         let complete = self.complete.clone();
         let settle = Duration::from_secs(cfg.schedule.settle_seconds);
+        let grace = secs(cfg.schedule.on_upload_delay_seconds);
         let lender = match &scope {
             Scope::All => None,
             Scope::Lender(l) => Some(l.clone()),
@@ -223,7 +246,7 @@ impl Passes {
                 tracing::info!(removed, "stale partial uploads removed");
             }
             let only: Option<Vec<String>> = lender.map(|l| vec![l]);
-            let is_complete = |p: &Path| complete.contains(p);
+            let is_complete = |p: &Path| complete.remaining(p, grace);
             let opts = PassOptions {
                 settle,
                 progress: false,
@@ -475,6 +498,7 @@ mod tests {
         let mut cfg = Config::embedded().unwrap();
         cfg.data_dir = d.path().to_path_buf();
         cfg.schedule.settle_seconds = 2;
+        cfg.schedule.on_upload_delay_seconds = 0.0;
         let passes = Passes::new(Arc::new(cfg));
         passes.request("startup").await;
         let dirs = crate::layout::lender_dirs(d.path(), "demo", "sandbox");

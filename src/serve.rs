@@ -24,7 +24,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::{Config, LiveConfig};
 use crate::layout;
 use crate::schedule::{self, Passes, ScheduleError, UploadTrigger};
-use crate::sftp::fs::{remove_stale_uploads, LiveUploads, UploadHook};
+use crate::sftp::fs::{remove_stale_uploads, LiveUploads, UploadEvent, UploadHook};
 use crate::sftp::{self, Shared};
 
 /// How long shutdown waits for sessions to close after asking them to.
@@ -219,8 +219,9 @@ pub async fn serve(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<()
     let passes = Passes::live(live.clone()).with_live_uploads(live_uploads.clone());
     let mut cron = schedule::start_cron(passes.clone()).await?;
 
-    // Every upload is recorded as complete (no settle time for it); with `on_upload` (read at
-    // each upload: a reload may turn it on or off) it also asks for a pass of its lender.
+    // Every upload is recorded as complete (no settle time for it, only a grace while its
+    // client checks it); with `on_upload` (read at each upload: a reload may turn it on or off)
+    // it also asks for a pass of its lender.
     let trigger = Arc::new(UploadTrigger::default());
     tracker.spawn(schedule::debounce_uploads(
         passes.clone(),
@@ -232,12 +233,21 @@ pub async fn serve(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<()
         let complete = passes.complete_uploads().clone();
         let live = live.clone();
         let trigger = trigger.clone();
-        Some(Arc::new(move |lender: &str, path: &Path| {
-            complete.insert(path);
-            if live.get().schedule.on_upload {
-                trigger.notify(lender);
-            }
-        }))
+        Some(Arc::new(
+            move |lender: &str, path: &Path, event: UploadEvent| {
+                let pending = match event {
+                    UploadEvent::Published => {
+                        complete.insert(path);
+                        true
+                    }
+                    // A client checking its upload restarts its lender's quiet time.
+                    UploadEvent::Touched => complete.touch(path),
+                };
+                if pending && live.get().schedule.on_upload {
+                    trigger.notify(lender);
+                }
+            },
+        ))
     };
 
     let shared = Arc::new(Shared::live(live.clone(), on_upload, live_uploads));

@@ -27,6 +27,79 @@ pub const MAX_HASHES: usize = 2;
 pub const MAX_STDIN: usize = 1 << 20;
 /// Longest command line accepted.
 const MAX_COMMAND: usize = 8192;
+/// Uploads up to this size have their hashes kept a while after they are published.
+pub const RECENT_MAX_BYTES: u64 = 16 << 20;
+/// How long those hashes are kept.
+const RECENT_TTL: Duration = Duration::from_secs(300);
+/// Most hashes kept.
+const RECENT_MAX: usize = 10_000;
+
+/// The md5, sha1 and sha256 of an upload.
+pub type AllHashes = [String; 3];
+
+/// Hashes of small uploads, by lender and virtual path, for a while after they were published:
+/// rclone verifies an upload by `md5sum` right after closing it, and a pass may have taken the
+/// file by then. Without an answer rclone counts the transfer failed and sends the file again
+/// (imported twice).
+#[derive(Clone, Default)]
+pub struct RecentHashes(
+    Arc<
+        std::sync::Mutex<
+            std::collections::HashMap<(String, String), (std::time::Instant, AllHashes)>,
+        >,
+    >,
+);
+
+impl RecentHashes {
+    pub fn insert(&self, lender: &str, vpath: &str, h: AllHashes) {
+        let now = std::time::Instant::now();
+        let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if m.len() >= RECENT_MAX {
+            m.retain(|_, (t, _)| now.duration_since(*t) < RECENT_TTL);
+            if m.len() >= RECENT_MAX {
+                m.clear();
+            }
+        }
+        m.insert((lender.to_string(), vpath.to_string()), (now, h));
+    }
+
+    fn get(&self, lender: &str, vpath: &str, kind: HashKind) -> Option<String> {
+        let m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let (t, h) = m.get(&(lender.to_string(), vpath.to_string()))?;
+        if t.elapsed() >= RECENT_TTL {
+            return None;
+        }
+        Some(
+            match kind {
+                HashKind::Md5 => &h[0],
+                HashKind::Sha1 => &h[1],
+                HashKind::Sha256 => &h[2],
+            }
+            .clone(),
+        )
+    }
+}
+
+/// The three hashes of the file at `path` (blocking); `None` when it cannot be read.
+pub fn hash_all(path: &Path) -> Option<AllHashes> {
+    let mut f = crate::fsutil::open_nofollow(path).ok()?;
+    let mut hs = [
+        Hasher::new(HashKind::Md5),
+        Hasher::new(HashKind::Sha1),
+        Hasher::new(HashKind::Sha256),
+    ];
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match f.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => hs.iter_mut().for_each(|h| h.update(&buf[..n])),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return None,
+        }
+    }
+    let [a, b, c] = hs;
+    Some([a.hex(), b.hex(), c.hex()])
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HashKind {
@@ -174,9 +247,16 @@ pub fn hash_slots() -> Arc<Semaphore> {
 /// error and exit status 1.
 pub type Answer = Result<String, String>;
 
-/// Hashes the file `path` names in the lender's home (`home`), at most `max_bytes` long.
+/// Hashes the file `path` names in the lender's home (`home`), at most `max_bytes` long; a
+/// file the lender uploaded lately and a pass has taken since is answered from `recent`.
 /// Blocking: run it on a blocking thread.
-pub fn hash_file(home: &Path, kind: HashKind, path: &str, max_bytes: u64) -> Answer {
+pub fn hash_file(
+    home: &Path,
+    kind: HashKind,
+    path: &str,
+    max_bytes: u64,
+    recent: Option<(&RecentHashes, &str)>,
+) -> Answer {
     let refuse = |why: &str| Err(format!("{path}: {why}\n"));
     let Ok(v) = resolve(path, &VirtualPath::root()) else {
         return refuse("Permission denied");
@@ -186,18 +266,18 @@ pub fn hash_file(home: &Path, kind: HashKind, path: &str, max_bytes: u64) -> Ans
     {
         return refuse("Permission denied");
     }
+    let gone = || match recent.and_then(|(r, lender)| r.get(lender, &v.to_string(), kind)) {
+        Some(h) => Ok(format!("{h}  {v}\n")),
+        None => refuse("No such file or directory"),
+    };
     let real = match real_path(home, &v, true) {
         Ok(r) => r,
-        Err(e) if e.status_code == russh_sftp::protocol::StatusCode::NoSuchFile => {
-            return refuse("No such file or directory")
-        }
+        Err(e) if e.status_code == russh_sftp::protocol::StatusCode::NoSuchFile => return gone(),
         Err(_) => return refuse("Permission denied"),
     };
     let file = match crate::fsutil::open_nofollow(&real) {
         Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return refuse("No such file or directory")
-        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return gone(),
         Err(_) => return refuse("Permission denied"),
     };
     match file.metadata() {
@@ -294,14 +374,37 @@ mod tests {
         std::fs::write(top.path().join("secret"), b"x").unwrap();
         std::os::unix::fs::symlink(top.path().join("secret"), results.join("l")).unwrap();
         assert_eq!(
-            hash_file(&home, HashKind::Md5, "/sandbox/import/results/a.json", 10).unwrap(),
+            hash_file(
+                &home,
+                HashKind::Md5,
+                "/sandbox/import/results/a.json",
+                10,
+                None
+            )
+            .unwrap(),
             "900150983cd24fb0d6963f7d28e17f72  /sandbox/import/results/a.json\n"
         );
-        assert!(hash_file(&home, HashKind::Md5, "/sandbox/import/results/a.json", 2).is_err());
-        assert!(hash_file(&home, HashKind::Md5, "/../secret", 10).is_err());
-        assert!(hash_file(&home, HashKind::Md5, "/sandbox/import/results/l", 10).is_err());
-        assert!(hash_file(&home, HashKind::Md5, "/sandbox/import/results", 10).is_err());
-        let e = hash_file(&home, HashKind::Md5, "/sandbox/import/results/x", 10).unwrap_err();
+        assert!(hash_file(
+            &home,
+            HashKind::Md5,
+            "/sandbox/import/results/a.json",
+            2,
+            None
+        )
+        .is_err());
+        assert!(hash_file(&home, HashKind::Md5, "/../secret", 10, None).is_err());
+        assert!(hash_file(&home, HashKind::Md5, "/sandbox/import/results/l", 10, None).is_err());
+        assert!(hash_file(&home, HashKind::Md5, "/sandbox/import/results", 10, None).is_err());
+        let e = hash_file(&home, HashKind::Md5, "/sandbox/import/results/x", 10, None).unwrap_err();
         assert!(e.contains("No such file"), "{e}");
+        // A file uploaded lately and taken by a pass since: answered from what was kept.
+        let recent = RecentHashes::default();
+        let p = "/sandbox/import/pickup/gone.json";
+        recent.insert("demo", p, ["m".into(), "s1".into(), "s256".into()]);
+        assert_eq!(
+            hash_file(&home, HashKind::Sha1, p, 10, Some((&recent, "demo"))).unwrap(),
+            format!("s1  {p}\n")
+        );
+        assert!(hash_file(&home, HashKind::Sha1, p, 10, Some((&recent, "other"))).is_err());
     }
 }

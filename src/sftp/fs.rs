@@ -44,9 +44,17 @@ const MAX_LISTING: usize = 200_000;
 /// Directory entries per READDIR answer.
 const DIR_CHUNK: usize = 128;
 
-/// Called after an upload (or a rename) made a file appear in an upload folder: the lender and
-/// the file's real path. Not called for hidden names (a client's temporary files).
-pub type UploadHook = Arc<dyn Fn(&str, &Path) + Send + Sync>;
+/// Called with the lender and a file's real path when an upload (or a rename) made the file
+/// appear in an upload folder (`Published`; not for hidden names, a client's temporary files),
+/// and when a client touches a file there (`Touched`: setstat, stat, a hash), which clients do
+/// to check an upload right after closing it.
+pub type UploadHook = Arc<dyn Fn(&str, &Path, UploadEvent) + Send + Sync>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UploadEvent {
+    Published,
+    Touched,
+}
 
 /// The temporary files live sessions are writing (real paths), shared by every session and by
 /// the stale-upload sweep, which never removes one of them.
@@ -130,6 +138,8 @@ pub struct SessionInfo {
     pub max_file_bytes: u64,
     pub on_upload: Option<UploadHook>,
     pub live_uploads: LiveUploads,
+    /// Hashes of the files sessions published lately (rclone verifies after a pass took them).
+    pub recent: super::exec::RecentHashes,
 }
 
 /// A write in progress: a hidden temporary file in `pickup/` and the name it will get.
@@ -482,18 +492,33 @@ impl SftpFs {
         // fsync and the durable rename can take long: on a blocking thread. `up` goes along,
         // so a failure still removes the temporary file (on drop).
         let joined = tokio::task::spawn_blocking(move || {
+            let mut hashes = None;
             let result = (|| {
                 if let Some(f) = up.file.take() {
                     f.sync_all()?;
+                }
+                // Small files' hashes, kept a while: a client verifying its upload (rclone's
+                // md5sum) still gets them once a pass has taken the file.
+                if !up.hidden && up.size <= super::exec::RECENT_MAX_BYTES {
+                    hashes = super::exec::hash_all(&up.tmp);
                 }
                 fsutil::rename_durable(&up.tmp, &up.dest)
             })();
             if result.is_ok() {
                 up.done = true;
             }
-            (result, up)
+            (result, up, hashes)
         })
         .await;
+        let joined = match joined {
+            Ok((result, up, hashes)) => {
+                if let (Ok(()), Some(h)) = (&result, hashes) {
+                    self.info.recent.insert(&self.info.lender, &up.vpath, h);
+                }
+                Ok((result, up))
+            }
+            Err(e) => Err(e),
+        };
         let (result, up) = match joined {
             Ok(x) => x,
             Err(e) => {
@@ -508,7 +533,7 @@ impl SftpFs {
             Ok(()) => {
                 tracing::info!(lender = %self.info.lender, address = %self.info.addr, path = %up.vpath, bytes = up.size, "upload complete");
                 if let (Some(hook), false) = (&self.info.on_upload, up.hidden) {
-                    hook(&self.info.lender, &up.dest);
+                    hook(&self.info.lender, &up.dest, UploadEvent::Published);
                 }
                 Ok(())
             }
@@ -566,7 +591,7 @@ impl SftpFs {
         }
         tracing::info!(lender = %self.info.lender, address = %self.info.addr, from = %from, to = %to, replace, "renamed");
         if let (Some(hook), false) = (&self.info.on_upload, to.is_hidden()) {
-            hook(&self.info.lender, &real_to);
+            hook(&self.info.lender, &real_to, UploadEvent::Published);
         }
         Ok(())
     }
@@ -605,8 +630,23 @@ impl SftpFs {
         Ok(fields.iter().flat_map(|x| x.to_be_bytes()).collect())
     }
 
+    /// Tells the hook a client touched `v` (a file in an upload folder).
+    fn touched(&self, v: &VirtualPath) {
+        if let (Some(hook), Some(_)) = (
+            &self.info.on_upload,
+            v.upload_folder(&self.info.environments),
+        ) {
+            hook(
+                &self.info.lender,
+                &v.to_real(&self.info.home),
+                UploadEvent::Touched,
+            );
+        }
+    }
+
     fn stat_path(&self, path: &str) -> Result<FileAttributes, StatusReply> {
         let v = self.resolve(path)?;
+        self.touched(&v);
         let real = self.real(&v, true)?;
         let meta = fs::symlink_metadata(&real).map_err(|e| io_status(&e))?;
         Ok(attrs(&meta, writable(&v, &self.info.environments)))
@@ -810,6 +850,7 @@ impl russh_sftp::server::Handler for SftpFs {
         if !writable(&v, &self.info.environments) {
             return Err(self.refuse("setstat", &v.to_string()));
         }
+        self.touched(&v);
         let real = self.real(&v, true)?;
         fs::symlink_metadata(&real).map_err(|e| io_status(&e))?;
         if attrs.size.is_some() {
@@ -981,6 +1022,7 @@ mod tests {
             max_file_bytes: max,
             on_upload: None,
             live_uploads: LiveUploads::default(),
+            recent: Default::default(),
         })
     }
 
@@ -1481,8 +1523,10 @@ mod tests {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let mut s = session(d.path(), 100);
         let seen2 = seen.clone();
-        s.info.on_upload = Some(Arc::new(move |l: &str, p: &Path| {
-            seen2.lock().unwrap().push((l.to_string(), p.to_path_buf()))
+        s.info.on_upload = Some(Arc::new(move |l: &str, p: &Path, e: UploadEvent| {
+            if e == UploadEvent::Published {
+                seen2.lock().unwrap().push((l.to_string(), p.to_path_buf()))
+            }
         }));
         for n in ["c.json", "a.json", "b.json"] {
             let h = s

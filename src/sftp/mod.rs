@@ -109,6 +109,8 @@ pub struct Shared {
     pub on_upload: Option<UploadHook>,
     /// Hash commands running at once (`exec`).
     pub hashes: Arc<tokio::sync::Semaphore>,
+    /// Hashes of lately published uploads (`exec` answers from them once a pass took a file).
+    pub recent: exec::RecentHashes,
 }
 
 impl Shared {
@@ -135,6 +137,7 @@ impl Shared {
             live,
             on_upload,
             hashes: exec::hash_slots(),
+            recent: exec::RecentHashes::default(),
         }
     }
 
@@ -608,6 +611,7 @@ impl russh::server::Handler for Connection {
             max_file_bytes: cfg.sftp.max_file_bytes,
             on_upload: self.shared.on_upload.clone(),
             live_uploads: self.shared.live_uploads.clone(),
+            recent: self.shared.recent.clone(),
         };
         session.channel_success(channel_id)?;
         let stream = guard::Guarded::new(
@@ -656,17 +660,30 @@ impl russh::server::Handler for Connection {
         self.execs.insert(channel, Exec::Running);
         let cfg = self.shared.cfg();
         let home = layout::lender_home(&cfg.data_dir, lender);
+        // A client hashing its upload is still checking it: a pass leaves it a little longer.
+        if let (Some(hook), Ok(v)) = (
+            &self.shared.on_upload,
+            path::resolve(&path, &path::VirtualPath::root()),
+        ) {
+            if v.upload_folder(&cfg.environments).is_some() {
+                hook(lender, &v.to_real(&home), fs::UploadEvent::Touched);
+            }
+        }
         let max = cfg.sftp.max_file_bytes;
         let slots = self.shared.hashes.clone();
+        let recent = self.shared.recent.clone();
+        let who = lender.clone();
         let handle = session.handle();
         let (lender, addr) = (lender.clone(), self.addr);
         tokio::spawn(async move {
             let answer = match tokio::time::timeout(exec::HASH_TIMEOUT, async {
                 let _slot = slots.acquire_owned().await;
                 let p = path.clone();
-                tokio::task::spawn_blocking(move || exec::hash_file(&home, cmd.kind, &p, max))
-                    .await
-                    .unwrap_or_else(|_| Err("internal error\n".into()))
+                tokio::task::spawn_blocking(move || {
+                    exec::hash_file(&home, cmd.kind, &p, max, Some((&recent, &who)))
+                })
+                .await
+                .unwrap_or_else(|_| Err("internal error\n".into()))
             })
             .await
             {
