@@ -69,8 +69,11 @@ pub struct PassOptions<'a> {
     /// For pickup files the caller knows are complete (renamed in by the SFTP server on
     /// close): how much longer to leave them (their client may still be checking them; zero:
     /// take now), instead of `settle`. `None` from it: `settle` applies.
-    pub complete: Option<&'a (dyn Fn(&Path) -> Option<Duration> + Sync)>,
+    pub complete: Option<&'a CompleteFn<'a>>,
 }
+
+/// See `PassOptions::complete`.
+pub type CompleteFn<'a> = dyn Fn(&Path) -> Option<Duration> + Sync + 'a;
 
 /// What happened to one pickup file.
 #[derive(Debug, Clone)]

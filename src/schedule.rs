@@ -221,6 +221,8 @@ impl Passes {
         }
     }
 
+    // `..Default::default()` stays: other intakes' options may be added to `PassOptions`.
+    #[allow(clippy::needless_update)]
     async fn run_one(&self, scope: Scope, trigger: &'static str) {
         let cfg = self.cfg.get();
         let stop = self.stop.clone();
@@ -473,6 +475,21 @@ mod tests {
         assert!(lock(&passes.queue).is_empty());
         assert!(d.path().join("lenders/demo/sandbox/import/pickup").is_dir());
         passes.shutdown().await;
+    }
+
+    #[test]
+    fn a_published_file_waits_a_grace_after_its_clients_last_touch() {
+        let c = CompleteUploads::default();
+        let p = Path::new("/x/pickup/a.json");
+        let grace = Duration::from_secs(60);
+        assert_eq!(c.remaining(p, grace), None);
+        assert!(!c.touch(p), "an unknown file is not tracked");
+        c.insert(p);
+        assert!(c.remaining(p, grace).unwrap() > Duration::from_secs(59));
+        assert_eq!(c.remaining(p, Duration::ZERO), Some(Duration::ZERO));
+        assert!(c.touch(p));
+        c.prune();
+        assert!(c.is_empty(), "a file that is gone is forgotten");
     }
 
     #[test]

@@ -41,14 +41,10 @@ pub type AllHashes = [String; 3];
 /// rclone verifies an upload by `md5sum` right after closing it, and a pass may have taken the
 /// file by then. Without an answer rclone counts the transfer failed and sends the file again
 /// (imported twice).
+type RecentMap = std::collections::HashMap<(String, String), (std::time::Instant, AllHashes)>;
+
 #[derive(Clone, Default)]
-pub struct RecentHashes(
-    Arc<
-        std::sync::Mutex<
-            std::collections::HashMap<(String, String), (std::time::Instant, AllHashes)>,
-        >,
-    >,
-);
+pub struct RecentHashes(Arc<std::sync::Mutex<RecentMap>>);
 
 impl RecentHashes {
     pub fn insert(&self, lender: &str, vpath: &str, h: AllHashes) {
