@@ -88,7 +88,9 @@ struct RawSchedule {
     #[serde(default)]
     on_upload: bool,
     #[serde(default = "default_debounce")]
-    on_upload_delay_seconds: u64,
+    on_upload_delay_seconds: f64,
+    #[serde(default = "default_max_debounce")]
+    on_upload_max_delay_seconds: f64,
 }
 impl Default for RawSchedule {
     fn default() -> Self {
@@ -97,6 +99,7 @@ impl Default for RawSchedule {
             settle_seconds: default_settle(),
             on_upload: false,
             on_upload_delay_seconds: default_debounce(),
+            on_upload_max_delay_seconds: default_max_debounce(),
         }
     }
 }
@@ -106,8 +109,13 @@ fn default_cron() -> String {
 fn default_settle() -> u64 {
     30
 }
-fn default_debounce() -> u64 {
-    5
+/// Quiet time after a lender's last upload before its pass (a burst becomes one pass).
+fn default_debounce() -> f64 {
+    0.5
+}
+/// Longest a lender's upload waits for its pass while the lender keeps uploading.
+fn default_max_debounce() -> f64 {
+    2.0
 }
 
 #[derive(Debug, Deserialize)]
@@ -295,6 +303,8 @@ pub struct Config {
     pub store: StoreConfig,
     pub lenders: Vec<Lender>,
     pub lookups: Lookups,
+    /// The file this was read from (`None`: the embedded example); what SIGHUP rereads.
+    pub source: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -302,7 +312,10 @@ pub struct Schedule {
     pub cron: String,
     pub settle_seconds: u64,
     pub on_upload: bool,
-    pub on_upload_delay_seconds: u64,
+    /// Quiet time after a lender's last upload before its pass (fractions allowed).
+    pub on_upload_delay_seconds: f64,
+    /// Longest an upload waits for its pass while its lender keeps uploading.
+    pub on_upload_max_delay_seconds: f64,
 }
 
 #[derive(Debug, Clone)]
@@ -544,7 +557,9 @@ impl Config {
             .parent()
             .map(Path::to_path_buf)
             .unwrap_or_else(|| PathBuf::from("."));
-        Self::parse(&text, &path.display().to_string(), &base)
+        let mut cfg = Self::parse(&text, &path.display().to_string(), &base)?;
+        cfg.source = Some(path.to_path_buf());
+        Ok(cfg)
     }
 
     /// The embedded example configuration; relative paths resolve against the working folder.
@@ -620,6 +635,28 @@ impl Config {
                 raw.sftp.max_startups
             )));
         };
+        for (key, v) in [
+            (
+                "on_upload_delay_seconds",
+                raw.schedule.on_upload_delay_seconds,
+            ),
+            (
+                "on_upload_max_delay_seconds",
+                raw.schedule.on_upload_max_delay_seconds,
+            ),
+        ] {
+            if !(0.0..=86_400.0).contains(&v) {
+                return Err(invalid(format!(
+                    "[schedule] {key} = {v}: expected 0 to 86400 seconds"
+                )));
+            }
+        }
+        if raw.schedule.on_upload_max_delay_seconds < raw.schedule.on_upload_delay_seconds {
+            return Err(invalid(
+                "[schedule] on_upload_max_delay_seconds must be at least on_upload_delay_seconds"
+                    .into(),
+            ));
+        }
         if raw.sftp.max_sessions_per_lender == 0 {
             return Err(invalid(
                 "[sftp] max_sessions_per_lender must be at least 1".into(),
@@ -741,6 +778,7 @@ impl Config {
                 settle_seconds: raw.schedule.settle_seconds,
                 on_upload: raw.schedule.on_upload,
                 on_upload_delay_seconds: raw.schedule.on_upload_delay_seconds,
+                on_upload_max_delay_seconds: raw.schedule.on_upload_max_delay_seconds,
             },
             sftp: Sftp {
                 listen: raw.sftp.listen,
@@ -766,11 +804,67 @@ impl Config {
             },
             lenders,
             lookups,
+            source: None,
         })
     }
 
     pub fn lender(&self, id: &str) -> Option<&Lender> {
         self.lenders.iter().find(|l| l.id == id)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reload (SIGHUP): the config a running daemon reads, swapped whole.
+
+/// The current configuration of a running daemon: read with `get` (a snapshot that stays
+/// consistent for as long as it is held), replaced whole with `set` on reload.
+pub struct LiveConfig(std::sync::RwLock<std::sync::Arc<Config>>);
+
+impl LiveConfig {
+    pub fn new(cfg: std::sync::Arc<Config>) -> Self {
+        LiveConfig(std::sync::RwLock::new(cfg))
+    }
+
+    pub fn get(&self) -> std::sync::Arc<Config> {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn set(&self, cfg: std::sync::Arc<Config>) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = cfg;
+    }
+}
+
+impl Config {
+    /// Rereads the file this config came from, for a reload. Settings a running daemon cannot
+    /// change (the listening address, the data folder, the host key, the environments, the
+    /// store) are kept from `self`; the returned notes name each one that differed.
+    pub fn reread(&self) -> Result<(Config, Vec<String>), ConfigError> {
+        let mut new = match &self.source {
+            Some(p) => Config::load(p)?,
+            None => Config::embedded()?,
+        };
+        let mut notes = Vec::new();
+        if new.sftp.listen != self.sftp.listen {
+            notes.push(format!(
+                "[sftp] listen changed to {:?}: takes effect at the next restart",
+                new.sftp.listen
+            ));
+            new.sftp.listen = self.sftp.listen.clone();
+        }
+        if new.sftp.host_key != self.sftp.host_key {
+            notes.push("[sftp] host_key changed: takes effect at the next restart".into());
+            new.sftp.host_key = self.sftp.host_key.clone();
+        }
+        if new.data_dir != self.data_dir {
+            notes.push("data_dir changed: takes effect at the next restart".into());
+            new.data_dir = self.data_dir.clone();
+        }
+        if new.environments != self.environments {
+            notes.push("environments changed: take effect at the next restart".into());
+            new.environments = self.environments.clone();
+        }
+        new.store = self.store;
+        Ok((new, notes))
     }
 }
 
