@@ -917,6 +917,49 @@ mod tests {
     }
 
     #[test]
+    fn reread_takes_lenders_and_schedule_and_keeps_what_needs_a_restart() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("c.toml");
+        let lender = "[[lenders]]\nid = \"LID\"\n[[lenders.divisions]]\nthread_id = \"0123456789abcdef0123456789abcdef\"\nsystem_name = \"a\"\neditable_name = \"A\"\n";
+        std::fs::write(
+            &p,
+            format!(
+                "[sftp]\nlisten = \"127.0.0.1:1\"\n{}",
+                lender.replace("LID", "a")
+            ),
+        )
+        .unwrap();
+        let old = Config::load(&p).unwrap();
+        assert_eq!(old.source.as_deref(), Some(p.as_path()));
+        std::fs::write(
+            &p,
+            format!(
+                "data_dir = \"elsewhere\"\n[schedule]\non_upload = true\non_upload_delay_seconds = 0.25\n[sftp]\nlisten = \"127.0.0.1:2\"\n{}{}",
+                lender.replace("LID", "a"),
+                lender.replace("LID", "b").replace("cdef\"", "cdee\"")
+            ),
+        )
+        .unwrap();
+        let (new, notes) = old.reread().unwrap();
+        assert_eq!(new.lenders.len(), 2);
+        assert!(new.schedule.on_upload);
+        assert_eq!(new.schedule.on_upload_delay_seconds, 0.25);
+        assert_eq!(new.sftp.listen, "127.0.0.1:1");
+        assert_eq!(new.data_dir, old.data_dir);
+        // listen, data_dir, and the host key (its default follows data_dir).
+        assert_eq!(notes.len(), 3, "{notes:?}");
+        assert_eq!(new.sftp.host_key, old.sftp.host_key);
+        std::fs::write(&p, "garbage = [").unwrap();
+        assert!(old.reread().is_err());
+        std::fs::write(
+            &p,
+            "[schedule]\non_upload_delay_seconds = 3\non_upload_max_delay_seconds = 1\n",
+        )
+        .unwrap();
+        assert!(old.reread().is_err());
+    }
+
+    #[test]
     fn secret_debug_is_redacted() {
         let s = Secret::new("hunter2");
         assert!(!format!("{s:?}").contains("hunter2"));

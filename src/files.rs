@@ -317,7 +317,8 @@ impl LenderPass<'_, '_> {
                 .ok()
                 .and_then(|m| now.duration_since(m).ok())
                 .unwrap_or(Duration::ZERO);
-            let wait = match self.opts.complete.and_then(|f| f(&entry.path())) {
+            let published = self.opts.complete.and_then(|f| f(&entry.path()));
+            let wait = match published {
                 Some(wait) => wait,
                 None if meta.file_type().is_symlink() => Duration::ZERO,
                 None => self.opts.settle.saturating_sub(age),
@@ -330,7 +331,11 @@ impl LenderPass<'_, '_> {
                         .next_settled
                         .map_or(settled_at, |t| t.min(settled_at)),
                 );
-                tracing::info!(env = self.env, lender = %self.lender.id, file = %name, age_ms = age.as_millis() as u64, settle_seconds = self.opts.settle.as_secs(), "file left for a later pass: younger than the settle time");
+                if published.is_some() {
+                    tracing::debug!(env = self.env, lender = %self.lender.id, file = %name, wait_ms = wait.as_millis() as u64, "upload left for a moment: its client touched it lately");
+                } else {
+                    tracing::info!(env = self.env, lender = %self.lender.id, file = %name, age_ms = age.as_millis() as u64, settle_seconds = self.opts.settle.as_secs(), "file left for a later pass: younger than the settle time");
+                }
                 continue;
             }
             names.push(name);
