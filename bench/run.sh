@@ -69,8 +69,10 @@ while read -r ph n secs; do k=$(map_phase "$ph"); RAW[$k]=$secs; REC[$k]=$n; ech
 echo "== sqlite3 shell, json_each over the same files"
 DB=$W/je.sqlite3; rm -f "$DB"*
 sqlite3 "$DB" "PRAGMA journal_mode=WAL;" >/dev/null
-sqlite3 "$DB" < "$ROOT/src/store/schema_v1.sql"
-sqlite3 "$DB" "INSERT INTO bulk_loads (lender, pickup_name, claim, started_at, ended_at, stamp, state) VALUES ('demo','x','x','','','','finished');"
+# The store's migrations in order (v2 adds, among others, the accounts (lender, email_key) index).
+sqlite3 "$DB" < "$ROOT/src/store/sqlite/schema_v1.sql"
+sqlite3 "$DB" < "$ROOT/src/store/sqlite/schema_v2.sql"
+sqlite3 "$DB" "PRAGMA user_version = 2; INSERT INTO bulk_loads (lender, pickup_name, claim, started_at, ended_at, stamp, state, number) VALUES ('demo','x','x','','','','finished',1);"
 PRAGMAS="PRAGMA synchronous=$SYNC; PRAGMA foreign_keys=ON; PRAGMA cache_size=-$((CACHE_MIB*1024)); PRAGMA temp_store=MEMORY;"
 F=$W/files
 acct_cols="lender, kind, thread_id, external_id, email, email_key, first_name, last_name, address1, city, state_code, zip_code, phone_primary, created_load, updated_load"

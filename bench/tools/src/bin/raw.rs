@@ -1,6 +1,8 @@
 //! The machine's raw limit for the benchmark: the same rows `gen bench` writes, inserted into the
-//! same schema and indexes (`src/store/schema_v1.sql`) by a minimal prepared-statement loop, one
-//! transaction per phase, with the store's own pragmas (WAL, synchronous, cache).
+//! same schema and indexes as the store (its migrations in order: `src/store/sqlite/schema_v1.sql`,
+//! then `schema_v2.sql`, which among others adds the `accounts (lender, email_key)` index) by a
+//! minimal prepared-statement loop, one transaction per phase, with the store's own pragmas (WAL,
+//! synchronous, cache).
 //!
 //! ```text
 //! raw <db> <n> <synchronous FULL|NORMAL> <cache_mib>
@@ -11,7 +13,12 @@ use bulkload_bench_tools::*;
 use rusqlite::{params, Connection};
 use std::time::Instant;
 
-const SCHEMA: &str = include_str!("../../../../src/store/schema_v1.sql");
+/// The store's migrations, applied in order as `store::sqlite` does (`PRAGMA user_version` after
+/// each), so every index the pass maintains is maintained here too.
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../../../src/store/sqlite/schema_v1.sql"),
+    include_str!("../../../../src/store/sqlite/schema_v2.sql"),
+];
 
 fn thread_id(tag: u64, i: u64) -> String {
     format!("{:016x}{:016x}", mix(tag), mix(i ^ (tag << 48)))
@@ -41,10 +48,13 @@ fn main() {
         cache * 1024
     ))
     .unwrap();
-    conn.execute_batch(SCHEMA).unwrap();
+    for (i, m) in MIGRATIONS.iter().enumerate() {
+        conn.execute_batch(m).unwrap();
+        conn.pragma_update(None, "user_version", i as i64 + 1).unwrap();
+    }
     conn.execute(
-        "INSERT INTO bulk_loads (lender, pickup_name, claim, started_at, ended_at, stamp, state)
-         VALUES ('demo', 'x', 'x', '', '', '', 'finished')",
+        "INSERT INTO bulk_loads (lender, pickup_name, claim, started_at, ended_at, stamp, state, number)
+         VALUES ('demo', 'x', 'x', '', '', '', 'finished', 1)",
         [],
     )
     .unwrap();
