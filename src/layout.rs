@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 
 use crate::records::Kind;
 
-/// The four locations of `{environment}/import/{location}`.
-pub const LOCATIONS: [&str; 4] = ["pickup", "processed", "results", "lookups"];
+/// The locations of `{environment}/import/{location}`.
+pub const LOCATIONS: [&str; 5] = ["pickup", "processed", "results", "lookups", "validate"];
 
 /// Paths of one lender in one environment.
 #[derive(Debug, Clone)]
@@ -23,6 +23,8 @@ pub struct LenderDirs {
     pub processed: PathBuf,
     pub results: PathBuf,
     pub lookups: PathBuf,
+    /// Where a lender uploads a file for a dry run (writable like `pickup`).
+    pub validate: PathBuf,
     /// `data_dir/work/<environment>/<lender>`: where a pass claims the file it applies. Outside
     /// the lender's home, on the same file system as `pickup` (claiming is a rename).
     pub work: PathBuf,
@@ -40,6 +42,7 @@ pub fn lender_dirs(data_dir: &Path, lender: &str, env: &str) -> LenderDirs {
         processed: import.join("processed"),
         results: import.join("results"),
         lookups: import.join("lookups"),
+        validate: import.join("validate"),
         work: data_dir.join("work").join(env).join(lender),
         home,
     }
@@ -53,6 +56,7 @@ impl LenderDirs {
             &self.processed,
             &self.results,
             &self.lookups,
+            &self.validate,
             &self.work,
         ] {
             std::fs::create_dir_all(d)?;
@@ -145,6 +149,19 @@ pub fn result_name(pickup_name: &str, stamp: &str) -> String {
     format!("{stem}.{stamp}.result.json")
 }
 
+/// `<stem>.<timestamp>.validate.json`: the result of a dry run (a file in `validate/`).
+pub fn validate_result_name(supplied_name: &str, stamp: &str) -> String {
+    let (stem, _) = split_name(supplied_name);
+    format!("{stem}.{stamp}.validate.json")
+}
+
+/// `<stem>.<timestamp>.failed.<json|csv>`: the failed records of a load, in the input's format,
+/// beside its result (or dry-run result).
+pub fn failed_name(supplied_name: &str, stamp: &str, ext: &str) -> String {
+    let (stem, _) = split_name(supplied_name);
+    format!("{stem}.{stamp}.failed.{ext}")
+}
+
 /// `yyyyMMddHHmmssfff`, UTC.
 pub fn stamp(t: DateTime<Utc>) -> String {
     t.format("%Y%m%d%H%M%S%3f").to_string()
@@ -163,7 +180,7 @@ pub enum FileClass {
     Records(Kind),
     /// No known prefix: answered with a result file and moved to processed.
     UnknownType,
-    /// A known prefix but not `.json`.
+    /// A known prefix but neither `.json` nor `.csv`.
     NotJson(Kind),
 }
 
@@ -185,7 +202,7 @@ pub fn classify(name: &str) -> FileClass {
     }
     match best {
         None => FileClass::UnknownType,
-        Some(k) if lower.ends_with(".json") => FileClass::Records(k),
+        Some(k) if lower.ends_with(".json") || lower.ends_with(".csv") => FileClass::Records(k),
         Some(k) => FileClass::NotJson(k),
     }
 }
@@ -230,7 +247,8 @@ mod tests {
         assert_eq!(classify("brokers.json"), FileClass::Records(Kind::Brokers));
         assert_eq!(classify("borrowersx.json"), FileClass::UnknownType);
         assert_eq!(classify("notes.txt"), FileClass::UnknownType);
-        assert_eq!(classify("loans.csv"), FileClass::NotJson(Kind::Loans));
+        assert_eq!(classify("loans.csv"), FileClass::Records(Kind::Loans));
+        assert_eq!(classify("loans.xlsx"), FileClass::NotJson(Kind::Loans));
     }
 
     #[test]

@@ -103,16 +103,40 @@ pub fn to_json(t: &Table) -> String {
     s
 }
 
-/// Writes every lookup of `lender` into `dir`, skipping files already up to date.
+/// Writes `content` to `path` unless it holds it already.
+fn write_if_changed(path: &Path, content: &str) -> io::Result<()> {
+    if std::fs::read(path).ok().as_deref() == Some(content.as_bytes()) {
+        return Ok(());
+    }
+    write_atomic(path, content.as_bytes())
+}
+
+/// Writes every lookup of `lender` into `dir`, and the templates (`templates/<type>.csv`,
+/// `templates/<type>.example.json`) and schemas (`schemas/<type>.schema.json`) of every record
+/// type, skipping files already up to date.
 pub fn write_all(cfg: &Config, lender: &Lender, dir: &Path) -> io::Result<()> {
     for t in tables(cfg, lender) {
         for (ext, content) in [("csv", to_csv(&t)), ("json", to_json(&t))] {
-            let path = dir.join(format!("{}.{ext}", t.name));
-            if std::fs::read(&path).ok().as_deref() == Some(content.as_bytes()) {
-                continue;
-            }
-            write_atomic(&path, content.as_bytes())?;
+            write_if_changed(&dir.join(format!("{}.{ext}", t.name)), &content)?;
         }
+    }
+    let (templates, schemas) = (dir.join("templates"), dir.join("schemas"));
+    for d in [&templates, &schemas] {
+        std::fs::create_dir_all(d)?;
+        crate::fsutil::remove_stale_temps(d)?;
+    }
+    for kind in crate::records::Kind::ALL {
+        let p = kind.prefix();
+        use crate::templates as t;
+        write_if_changed(&templates.join(format!("{p}.csv")), &t::template_csv(kind))?;
+        write_if_changed(
+            &templates.join(format!("{p}.example.json")),
+            &t::example_json(kind),
+        )?;
+        write_if_changed(
+            &schemas.join(format!("{p}.schema.json")),
+            &t::schema_text(kind),
+        )?;
     }
     Ok(())
 }

@@ -54,6 +54,21 @@ enum Command {
     },
     /// Read a password from standard input and print its argon2 hash for `password_hash`.
     Passwd,
+    /// Print the JSON Schema (2020-12) of one record of TYPE (as lookups/schemas/ holds it).
+    Schema {
+        /// A record type: employees, partners, borrowers, ... (a file prefix).
+        #[arg(value_name = "TYPE")]
+        kind: String,
+    },
+    /// Print the template of TYPE: an example JSON file, or with --csv the CSV header and an
+    /// example row (as lookups/templates/ holds them).
+    Template {
+        #[arg(value_name = "TYPE")]
+        kind: String,
+        /// The CSV template instead of the JSON one.
+        #[arg(long)]
+        csv: bool,
+    },
 }
 
 fn load_config(path: Option<&PathBuf>) -> Result<Config> {
@@ -178,6 +193,19 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
             result?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Schema { kind } => {
+            print!("{}", bulkload::templates::schema_text(parse_kind(&kind)?));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Template { kind, csv } => {
+            let kind = parse_kind(&kind)?;
+            if csv {
+                print!("{}", bulkload::templates::template_csv(kind));
+            } else {
+                print!("{}", bulkload::templates::example_json(kind));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Passwd => {
             let mut line = String::new();
             std::io::stdin()
@@ -187,6 +215,20 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
             println!("{hash}");
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+fn parse_kind(name: &str) -> Result<bulkload::records::Kind> {
+    use bulkload::records::Kind;
+    match Kind::ALL
+        .into_iter()
+        .find(|k| k.prefix().eq_ignore_ascii_case(name))
+    {
+        Some(k) => Ok(k),
+        None => bail!(
+            "{name:?} is not a record type; the types are {}",
+            Kind::ALL.map(Kind::prefix).join(", ")
+        ),
     }
 }
 
