@@ -185,7 +185,7 @@ fn utf8(cell: &[u8], line: u64, column: usize) -> Result<String, FileError> {
         ))),
         Ok(s) => Ok(s.to_string()),
         Err(e) => Err(FileError::CsvEncoding(format!(
-            "not UTF-8: line {line}, column {column} holds an invalid byte sequence at byte {} of the cell (saved as Latin-1 or Windows-1252? Save it as \"CSV UTF-8\")",
+            "not UTF-8: line {line}, column {column} holds an invalid byte sequence (at byte {} of the cell; saved as Latin-1 or Windows-1252?)",
             e.valid_up_to() + 1
         ))),
     }
@@ -290,7 +290,7 @@ impl<R: Read + Send> RecordReader for CsvReader<R> {
         }
         if watch.in_quotes.load(Ordering::Relaxed) {
             return Err(file(FileError::CsvMalformed(format!(
-                "the quoted cell opened on line {} is never closed (a missing \" ?)",
+                "the quoted cell opened on line {} is never closed (a missing closing quote?)",
                 watch.quote_line.load(Ordering::Relaxed)
             ))));
         }
@@ -363,7 +363,7 @@ mod tests {
     fn refusals_name_the_line() {
         assert_eq!(
             read(b"Mode,Name\ncreate,\"abc\nupdate,x\n").unwrap_err().to_string(),
-            "The file is not well-formed CSV: the quoted cell opened on line 2 is never closed (a missing \" ?). Nothing was applied."
+            "The file is not well-formed CSV: the quoted cell opened on line 2 is never closed (a missing closing quote?). Nothing was applied."
         );
         assert_eq!(
             read(b"Mode,Name\ncreate,a\ncreate,a,b\n").unwrap_err().to_string(),

@@ -508,7 +508,7 @@ pub fn csv_column(fields: &[Field], aliases: &[&[Alias]], name: &str) -> Result<
         return Err(format!(
             "\"{}\" is not a field; {}",
             shown(name),
-            hints::hint(fields, aliases, base)
+            hints::hint(fields, aliases, base).trim_end_matches('.')
         ));
     };
     let item = parts.next();
@@ -534,7 +534,7 @@ pub fn csv_column(fields: &[Field], aliases: &[&[Alias]], name: &str) -> Result<
                     "\"{}\": \"{m}\" is not a member of {}; {}",
                     shown(name),
                     field.name,
-                    hints::hint(PAIR_FIELDS, &[], m)
+                    hints::hint(PAIR_FIELDS, &[], m).trim_end_matches('.')
                 )),
             }
         }
