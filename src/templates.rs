@@ -47,7 +47,8 @@ fn ignoring_case(words: &[&str]) -> String {
 fn field_schema(f: &Field) -> Value {
     let mut s = match f.ty {
         Ty::Str(n) => json!({"type": ["string", "null"], "maxLength": n}),
-        Ty::Int => json!({"type": ["integer", "null"]}),
+        // Integral numbers: 1.0 and 1e3 are accepted, as bulkload reads them.
+        Ty::Int => json!({"type": ["number", "null"], "multipleOf": 1}),
         Ty::Decimal => json!({"type": ["number", "null"]}),
         Ty::DateTime => json!({"type": ["string", "null"],
             "description": "ISO 8601 date, or date and time (no zone means UTC)"}),

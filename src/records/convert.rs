@@ -566,13 +566,9 @@ pub fn check_csv_header(
         if col == Column::Ignored {
             continue;
         }
-        let clash = seen.iter().find(|(s, _)| match (s, &col) {
-            (a, b) if a == b => true,
-            // A bare array column beside numbered ones: which is meant is unknown.
-            (Column::Field(a), Column::Item(b, _) | Column::Member(b, _, _))
-            | (Column::Item(b, _) | Column::Member(b, _, _), Column::Field(a)) => a == b,
-            _ => false,
-        });
+        // A bare array column beside numbered ones is allowed (the bare one takes #NULL); a
+        // row that fills both is refused record by record.
+        let clash = seen.iter().find(|(s, _)| *s == col);
         if let Some((_, first)) = clash {
             return Err(format!(
                 "(line 1) column {}: \"{}\" repeats column {} (\"{}\"); which value is meant is unknown",
