@@ -558,3 +558,101 @@ fn schema_and_template_commands_print_what_lookups_hold() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
+
+fn check(args: &[&str]) -> (i32, String) {
+    let out = std::process::Command::new(bin())
+        .arg("check")
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap(),
+        String::from_utf8(out.stdout).unwrap(),
+    )
+}
+
+#[test]
+fn check_with_a_downloaded_lookups_folder_finds_what_one_file_shows() {
+    let home = Home::new(&repo().join("fixtures/config.toml"));
+    home.run();
+    // What a lender downloads: acme's lookups/ (two divisions), no config, no secret.
+    let lookups = home.import("acme", "sandbox").join("lookups");
+    let dir = tempfile::tempdir().unwrap();
+    let emp = dir.path().join("employees.csv");
+    fs::write(
+        &emp,
+        "Mode,ExternalId,Email,DivisionThreadIds.1\n\
+         create,E1,a@example.test,aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\n\
+         create,E1,b@example.test,aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\n\
+         create,E2,A@example.test,dddddddddddddddddddddddddddddddd\n\
+         update,E1,a@example.test,\n",
+    )
+    .unwrap();
+    let pos = dir.path().join("loan_positions.json");
+    fs::write(
+        &pos,
+        r#"[{"Mode":"add","Loan_Number":"L1","Account_ExternalId":"E1","PositionName":"AEA"},
+            {"Mode":"add","Loan_Number":"L1","Account_ExternalId":"E1","PositionName":"AEA"},
+            {"Mode":"add","Loan_Number":"L1","Account_ExternalId":"E1","PositionName":"Nope"}]"#,
+    )
+    .unwrap();
+    let (code, out) = check(&[
+        "--lookups",
+        lookups.to_str().unwrap(),
+        "--format",
+        "json",
+        emp.to_str().unwrap(),
+        pos.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1);
+    // ONE JSON document, whatever the number of files.
+    let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let messages = |i: usize| -> Vec<String> {
+        doc["Files"][i]["Problems"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| format!("{} {}", p["Index"], p["Message"].as_str().unwrap()))
+            .collect()
+    };
+    assert_eq!(
+        messages(0),
+        vec![
+            "1 ExternalId: \"E1\" is also created by record 0 of this file; only the first create can succeed. (CSV line 3)",
+            "2 DivisionThreadIds: division \"dddddddddddddddddddddddddddddddd\" does not exist for this lender (see lookups/divisions.csv). (CSV line 4)",
+        ]
+    );
+    assert_eq!(doc["Files"][0]["Records"], 4);
+    assert_eq!(doc["Files"][0]["ProblemsByField"]["ExternalId"], 1);
+    let m = messages(1);
+    assert_eq!(
+        m[0],
+        "1 The same pair is also added by record 0 of this file."
+    );
+    assert!(m[1].starts_with("2 PositionName: \"Nope\""), "{m:?}");
+    assert_eq!(doc["Problems"], 4);
+    assert!(!doc["Skipped"]
+        .as_str()
+        .unwrap()
+        .contains("Division, lookup"));
+
+    // Two records giving one account email.
+    let ba = dir.path().join("broker_accounts.json");
+    fs::write(
+        &ba,
+        r#"[{"Mode":"create","ExternalId":"X1","Email":"same@example.test"},
+            {"Mode":"create","ExternalId":"X2","Email":"SAME@example.test"}]"#,
+    )
+    .unwrap();
+    let (_, out) = check(&["--format", "text", ba.to_str().unwrap()]);
+    assert!(
+        out.contains(
+            "record 1: Email: \"SAME@example.test\" is also given to record 0 of this file"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains("2 record(s), 1 problem(s); by field: Email 1"),
+        "{out}"
+    );
+}
