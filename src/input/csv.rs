@@ -107,12 +107,10 @@ impl<R: BufRead> Read for Counting<R> {
                 self.line += 1;
             }
         }
-        if n == 0 {
-            if in_q && self.quote_pending {
-                // `"…"` closed by the last byte of the file.
-                in_q = false;
-                self.quote_pending = false;
-            }
+        if n == 0 && in_q && self.quote_pending {
+            // `"…"` closed by the last byte of the file.
+            in_q = false;
+            self.quote_pending = false;
         }
         w.in_quotes.store(in_q, Ordering::Relaxed);
         let c = w.consumed.load(Ordering::Relaxed) + n as u64;
