@@ -266,6 +266,7 @@ impl LenderPass<'_, '_> {
                     continue;
                 }
             }
+            failpoint::hit("claimed");
             self.guarded(&claim, |lp| lp.process(&claim))?;
         }
         Ok(())

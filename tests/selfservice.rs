@@ -656,3 +656,39 @@ fn check_with_a_downloaded_lookups_folder_finds_what_one_file_shows() {
         "{out}"
     );
 }
+
+#[test]
+fn a_dry_run_killed_at_every_crash_point_then_rerun_equals_an_uninterrupted_one() {
+    let setup = || {
+        let home = Home::new(&repo().join("fixtures/config.toml"));
+        write(
+            &home.pickup("beta", "sandbox"),
+            "employees.json",
+            r#"[{"Mode":"create","ExternalId":"B-E1","Email":"shared@example.test"}]"#,
+        );
+        home.run();
+        write(
+            &home.import("acme", "sandbox").join("validate"),
+            "employees.csv",
+            "Mode,ExternalId,Email,DivisionThreadIds.1\n\
+             create,A-E1,shared@example.test,aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\n\
+             create,A-E2,a-e2@example.test,aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\n",
+        );
+        home
+    };
+    let clean = setup();
+    clean.run();
+    let want = snapshot(&clean.data);
+    assert!(want.contains(".validate.json"), "{want}");
+    for point in ["claimed", "record", "committed", "result"] {
+        let home = setup();
+        let out = home
+            .run_command()
+            .env("BULKLOAD_FAILPOINT", point)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{point}: not killed");
+        home.run();
+        assert_eq!(snapshot(&home.data), want, "killed at {point}");
+    }
+}

@@ -375,6 +375,21 @@ mod tests {
             .unwrap_err()
             .to_string()
             .starts_with("The file is UTF-16"));
+        // An unclosed quote does not grow memory past the record bound.
+        let mut big = b"Mode,Name\ncreate,\"".to_vec();
+        big.extend(std::iter::repeat_n(b'x', 4 << 20));
+        let b = Bounds {
+            max_record_bytes: 1024,
+            max_records: 10,
+        };
+        let r = CsvReader::new(&big[..], b).read(&mut |_, _| Ok(()));
+        assert_eq!(
+            r,
+            Err(ReadError::File(FileError::RecordTooLarge {
+                index: 0,
+                limit: 1024
+            }))
+        );
         // A closed quote at the very end is fine.
         assert_eq!(read(b"Mode\n\"create\"").unwrap().len(), 1);
     }
