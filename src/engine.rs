@@ -20,6 +20,7 @@ use crate::config::Lookups;
 use crate::failpoint;
 use crate::input::{FileError, ReadError, RecordReader, Stopped};
 use crate::layout;
+use crate::problem::{Code, Problem};
 use crate::records::{
     self, ApplyError, Ctx, Kind, Mode, Outcome, Record, Rejection, Writer as RecordWriter,
 };
@@ -34,6 +35,9 @@ pub struct LoadRequest<'a> {
     pub kind: Result<Kind, FileError>,
     pub key: &'a LoadKey,
     pub source: Source,
+    /// A dry run: everything a load does, store-level checks included, then its records are
+    /// rolled back; only the load row and its problems commit (`LoadRow::dry_run`).
+    pub dry_run: bool,
 }
 
 /// What applying a load did: the committed load row.
@@ -65,7 +69,32 @@ pub fn apply_load(
                     lender: req.lender,
                     lookups: req.lookups,
                 };
-                match stream(&mut *tx, req.lender, *kind, ctx, reader, &mut counts)? {
+                let mut spool = if req.dry_run {
+                    Some(
+                        Spool::new()
+                            .map_err(|e| StoreError::Backend(format!("dry-run spool: {e}")))?,
+                    )
+                } else {
+                    None
+                };
+                match stream(
+                    &mut *tx,
+                    req.lender,
+                    *kind,
+                    ctx,
+                    reader,
+                    &mut counts,
+                    spool.as_mut(),
+                )? {
+                    None if req.dry_run => {
+                        // Undo every record; keep the load row with the problems found.
+                        drop(tx);
+                        tx = store.begin(&req.lender.id, req.key, req.source, &iso(started))?;
+                        if let Some(spool) = spool {
+                            spool.replay(&mut *tx)?;
+                        }
+                        None
+                    }
                     None => None,
                     Some(fe) => {
                         // Nothing of a refused input is applied: start the transaction afresh.
@@ -77,6 +106,9 @@ pub fn apply_load(
                 }
             }
         };
+        if req.dry_run {
+            tx.set_dry_run()?;
+        }
         let ended = Utc::now();
         let mut stamp = layout::stamp(started);
         if let Some(latest) = tx.latest_stamp(name)? {
@@ -92,7 +124,51 @@ pub fn apply_load(
 }
 
 /// Validated records on their way from the parser thread to the store, with their indexes.
-type Batch = Vec<(u64, Result<Record, Rejection>)>;
+type Batch = Vec<(u64, Option<u64>, Result<Record, Rejection>)>;
+
+/// A dry run's problems, kept outside the transaction that is rolled back (in an unnamed
+/// temporary file: memory does not grow with their number), then replayed into the load.
+struct Spool {
+    out: std::io::BufWriter<std::fs::File>,
+}
+
+impl Spool {
+    fn new() -> std::io::Result<Spool> {
+        Ok(Spool {
+            out: std::io::BufWriter::new(tempfile::tempfile()?),
+        })
+    }
+    fn push(&mut self, index: u64, p: &Problem) -> Result<(), StoreError> {
+        use std::io::Write;
+        let line = serde_json::json!([index, p.field, p.code.as_str(), p.detail, p.is_prefixed()]);
+        writeln!(self.out, "{line}").map_err(|e| StoreError::Backend(format!("dry-run spool: {e}")))
+    }
+    fn replay(self, tx: &mut dyn LoadTx) -> Result<(), StoreError> {
+        use std::io::{BufRead, Seek};
+        let err = |e: String| StoreError::Backend(format!("dry-run spool: {e}"));
+        let mut file = self.out.into_inner().map_err(|e| err(e.to_string()))?;
+        file.seek(std::io::SeekFrom::Start(0))
+            .map_err(|e| err(e.to_string()))?;
+        for line in std::io::BufReader::new(file).lines() {
+            let line = line.map_err(|e| err(e.to_string()))?;
+            let (index, field, code, detail, prefixed): (
+                u64,
+                Option<String>,
+                String,
+                String,
+                bool,
+            ) = serde_json::from_str(&line).map_err(|e| err(e.to_string()))?;
+            let code = Code::parse(&code).ok_or_else(|| err(format!("code {code}")))?;
+            let p = if prefixed {
+                Problem::field(field.unwrap_or_default(), code, detail)
+            } else {
+                Problem::sentence(field.as_deref(), code, detail)
+            };
+            tx.problem(index, &p)?;
+        }
+        Ok(())
+    }
+}
 
 /// A batch is handed over at this many records or this many bytes of string data, whichever
 /// comes first; with a channel of one batch, at most about three batches are in memory.
@@ -108,6 +184,7 @@ fn stream(
     ctx: Ctx<'_>,
     mut reader: Box<dyn RecordReader + '_>,
     counts: &mut Counts,
+    mut spool: Option<&mut Spool>,
 ) -> Result<Option<FileError>, StoreError> {
     std::thread::scope(|scope| {
         let (send, receive) = sync_channel::<Batch>(1);
@@ -118,8 +195,12 @@ fn stream(
         let mut failure = None;
         let mut writer = RecordWriter { tx, lender };
         'batches: for batch in receive {
-            for (index, validated) in &batch {
-                if let Err(e) = apply_one(&mut writer, kind, *index, validated, counts) {
+            for (index, line, validated) in &batch {
+                let sink = Problems {
+                    line: *line,
+                    spool: spool.as_deref_mut(),
+                };
+                if let Err(e) = apply_one(&mut writer, kind, *index, validated, counts, sink) {
                     failure = Some(e);
                     break 'batches; // drops the receiver: the parser stops
                 }
@@ -151,7 +232,8 @@ fn parse_ahead(
     let mut bytes = 0;
     let read = reader.read(&mut |index, value| {
         bytes += value.text_len();
-        batch.push((index, records::validate(kind, value, Some(ctx))));
+        let line = value.line();
+        batch.push((index, line, records::validate(kind, value, Some(ctx))));
         if batch.len() >= BATCH_RECORDS || bytes >= BATCH_BYTES {
             bytes = 0;
             let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH_RECORDS));
@@ -177,6 +259,7 @@ fn apply_one(
     index: u64,
     validated: &Result<Record, Rejection>,
     counts: &mut Counts,
+    mut sink: Problems<'_>,
 ) -> Result<(), StoreError> {
     let spec = kind.spec();
     let (mode, problems, upsert_identity) = match validated {
@@ -236,9 +319,27 @@ fn apply_one(
         }
     }
     for p in problems.iter() {
-        w.tx.problem(index, p)?;
+        let with_line;
+        let p = match sink.line {
+            Some(line) => {
+                with_line = p.at_csv_line(line);
+                &with_line
+            }
+            None => p,
+        };
+        match sink.spool.as_deref_mut() {
+            Some(spool) => spool.push(index, p)?,
+            None => w.tx.problem(index, p)?,
+        }
     }
     Ok(())
+}
+
+/// Where one record's problems go: the transaction, or a dry run's spool; with the CSV line
+/// the record started on, which every problem of a CSV record names.
+struct Problems<'s> {
+    line: Option<u64>,
+    spool: Option<&'s mut Spool>,
 }
 
 /// The single writer: every intake (a pass over pickup files, an API submission) takes its turn

@@ -26,8 +26,9 @@ use crate::config::{Config, Lender};
 use crate::engine::{self, LoadRequest, WriterQueue};
 use crate::failpoint;
 use crate::fsutil::{self, rename_durable};
+use crate::input::csv::CsvReader;
 use crate::input::json::{self as json_input, JsonReader};
-use crate::input::{Bounds, FileError, RecordReader};
+use crate::input::{Bounds, FileError, Flow, Format, ReadError, RecordReader, Stopped, Value};
 use crate::layout::{self, FileClass, LenderDirs};
 use crate::records::Kind;
 use crate::result::{write_result, ResultHeader};
@@ -128,6 +129,12 @@ impl FileEvent {
                         c.failures()
                     ),
                 };
+                if load.dry_run {
+                    return format!(
+                        "{env}/{lender} validate/{}: dry run {} {what}, nothing applied -> results/{result_name}",
+                        load.pickup_name, load.id
+                    );
+                }
                 format!(
                     "{env}/{lender} {}: load {} {what} -> processed/{processed_name}, results/{result_name}",
                     load.pickup_name, load.id
@@ -244,7 +251,7 @@ impl LenderPass<'_, '_> {
                 return Ok(());
             }
             let from = d.pickup.join(&name);
-            let claim = claim_name(&name);
+            let claim = claim_name_for(&name, false);
             let claimed = d.work.join(&claim);
             match rename_durable(&from, &claimed) {
                 Ok(()) => {}
@@ -258,7 +265,66 @@ impl LenderPass<'_, '_> {
             failpoint::hit("claimed");
             self.guarded(&claim, |lp| lp.process(&claim))?;
         }
+        // Dry runs last: they see the store as this pass's files left it.
+        for name in self.scan_validate()? {
+            if self.opts.stop.is_some_and(|s| s.load(Ordering::SeqCst)) {
+                self.summary.stopped = true;
+                return Ok(());
+            }
+            let from = d.validate.join(&name);
+            let claim = claim_name_for(&name, true);
+            let claimed = d.work.join(&claim);
+            match rename_durable(&from, &claimed) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => {
+                    self.skip(&name, format!("cannot claim it: {e}"));
+                    continue;
+                }
+            }
+            failpoint::hit("claimed");
+            self.guarded(&claim, |lp| lp.process(&claim))?;
+        }
         Ok(())
+    }
+
+    /// Files in `validate/` ready for a dry run, in dependency order (the same rules as
+    /// `pickup/`: ignored names, settle time, no folders).
+    fn scan_validate(&mut self) -> Result<Vec<String>, PassError> {
+        let dir = &self.dirs.validate;
+        let now = SystemTime::now();
+        let mut names = Vec::new();
+        let entries = match fs::read_dir(dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(names),
+            Err(e) => return Err(io_err("cannot list", dir)(e)),
+        };
+        for entry in entries {
+            let entry = entry.map_err(io_err("cannot list", dir))?;
+            let Some(name) = entry.file_name().to_str().map(str::to_string) else {
+                continue;
+            };
+            if layout::is_ignored_name(&name) {
+                continue;
+            }
+            let Ok(meta) = entry.path().symlink_metadata() else {
+                continue;
+            };
+            if meta.is_dir() {
+                continue;
+            }
+            let age = meta
+                .modified()
+                .ok()
+                .and_then(|m| now.duration_since(m).ok())
+                .unwrap_or(Duration::ZERO);
+            if age < self.opts.settle && !meta.file_type().is_symlink() {
+                continue;
+            }
+            names.push(name);
+        }
+        names.sort_by_key(|n| layout::order_key(n));
+        Ok(names)
     }
 
     /// Runs one file's step; a failure of its own (not the store's) becomes a logged, counted
@@ -373,6 +439,13 @@ impl LenderPass<'_, '_> {
         Ok(())
     }
 
+    fn bounds(&self) -> Bounds {
+        Bounds {
+            max_record_bytes: self.cfg.limits.max_record_bytes,
+            max_records: self.cfg.limits.max_records,
+        }
+    }
+
     /// Decides what a claimed file is and applies it in one transaction, then finishes it.
     fn process(&mut self, claim: &str) -> Result<(), PassError> {
         let (_, name) = claim.split_once("__").unwrap_or(("", claim));
@@ -399,10 +472,7 @@ impl LenderPass<'_, '_> {
         }
 
         let limits = self.cfg.limits;
-        let bounds = Bounds {
-            max_record_bytes: limits.max_record_bytes,
-            max_records: limits.max_records,
-        };
+        let bounds = self.bounds();
         let kind: Result<Kind, FileError> = if name.ends_with(TOO_LONG_MARK) {
             Err(FileError::NameTooLong {
                 limit: layout::MAX_PICKUP_NAME_BYTES,
@@ -429,9 +499,16 @@ impl LenderPass<'_, '_> {
                 Ok((file, len)) => {
                     let b = progress_bar(self.opts.progress, len, &name);
                     bar = Some(b.clone());
-                    let reader = JsonReader::new(file, bounds)
-                        .with_progress(Box::new(move |n| b.set_position(n)));
-                    Ok(Box::new(reader) as Box<dyn RecordReader>)
+                    match (Format::of_name(&name), &kind) {
+                        (Some(Format::Csv), Ok(k)) => {
+                            Ok(Box::new(csv_reader(file, bounds, *k)) as Box<dyn RecordReader>)
+                        }
+                        _ => {
+                            let reader = JsonReader::new(file, bounds)
+                                .with_progress(Box::new(move |n| b.set_position(n)));
+                            Ok(Box::new(reader) as Box<dyn RecordReader>)
+                        }
+                    }
                 }
             },
         };
@@ -445,6 +522,7 @@ impl LenderPass<'_, '_> {
             kind,
             key: &key,
             source: Source::Sftp,
+            dry_run: is_dry_claim(claim),
         };
         let outcome = engine::apply_load(&mut *self.store, &req, input)?;
         if let Some(b) = bar {
@@ -453,13 +531,18 @@ impl LenderPass<'_, '_> {
         self.finish(outcome.load)
     }
 
-    /// Writes the result file, rotates `processed/`, moves the claimed file there, and marks the
-    /// load finished. Every step is safe to repeat.
+    /// Writes the failed-records file and the result file, rotates `processed/`, moves the
+    /// claimed file there (a dry run's is deleted instead), and marks the load finished. Every
+    /// step is safe to repeat.
     fn finish(&mut self, load: LoadRow) -> Result<(), PassError> {
         let d = self.dirs;
         let name = &load.pickup_name;
         let processed_name = layout::processed_stamped_name(name, &load.stamp);
-        let result_name = layout::result_name(name, &load.stamp);
+        let result_name = if load.dry_run {
+            layout::validate_result_name(name, &load.stamp)
+        } else {
+            layout::result_name(name, &load.stamp)
+        };
         let header = ResultHeader {
             id: load.id,
             pickup_name: name.clone(),
@@ -469,7 +552,31 @@ impl LenderPass<'_, '_> {
             ended_at: load.ended_at.clone(),
             error_message: load.error_message.clone(),
             counts: load.counts,
+            dry_run: load.dry_run,
         };
+        let claimed = d.work.join(&load.claim);
+        // The failed records come from the claimed file, which stays in work/ until the move
+        // below: a rerun after a crash writes the same file again.
+        if load.error_message.is_none() && load.counts.failures() > 0 {
+            if let (Some(format), Ok(file)) =
+                (Format::of_name(name), fsutil::open_nofollow(&claimed))
+            {
+                let failed_path =
+                    d.results
+                        .join(layout::failed_name(name, &load.stamp, format.ext()));
+                let bounds = self.bounds();
+                let store = &*self.store;
+                let mut file = Some(file);
+                fsutil::write_atomic_with(&failed_path, &mut |w| {
+                    let file = match file.take() {
+                        Some(f) => f,
+                        None => fsutil::open_nofollow(&claimed)?,
+                    };
+                    write_failed(store, &load, format, file, bounds, w)
+                })
+                .map_err(io_err("cannot write failed records", &failed_path))?;
+            }
+        }
         let result_path = d.results.join(&result_name);
         let store = &*self.store;
         fsutil::write_atomic_with(&result_path, &mut |w| {
@@ -479,6 +586,25 @@ impl LenderPass<'_, '_> {
         })
         .map_err(io_err("cannot write result", &result_path))?;
         failpoint::hit("result");
+
+        if load.dry_run {
+            match fs::remove_file(&claimed) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_err("cannot remove dry-run file", &claimed)(e)),
+            }
+            self.store.mark_finished(load.row)?;
+            tracing::info!(load = load.id, file = %name, failed = load.counts.failures(), "dry run done");
+            self.summary.files += 1;
+            (self.on_file)(&FileEvent::Loaded {
+                env: self.env.to_string(),
+                lender: self.lender.id.clone(),
+                load,
+                processed_name,
+                result_name,
+            });
+            return Ok(());
+        }
 
         let claimed = d.work.join(&load.claim);
         if claimed.symlink_metadata().is_ok() {
@@ -518,7 +644,7 @@ const TOO_LONG_MARK: &str = "~name-too-long";
 /// `<stamp>-<random>__<name>`: unique, sortable, and within the file system's 255 bytes. A
 /// name over `layout::MAX_PICKUP_NAME_BYTES` (possible only for files placed by other means than
 /// the daemon's SFTP server, which refuses them) keeps its start and gets `TOO_LONG_MARK`.
-fn claim_name(name: &str) -> String {
+fn claim_name_for(name: &str, dry_run: bool) -> String {
     let kept = if name.len() > layout::MAX_PICKUP_NAME_BYTES {
         let mut cut = layout::MAX_PICKUP_NAME_BYTES - TOO_LONG_MARK.len();
         while !name.is_char_boundary(cut) {
@@ -529,11 +655,191 @@ fn claim_name(name: &str) -> String {
         name.to_string()
     };
     format!(
-        "{}-{}__{}",
+        "{}-{}{}__{}",
         layout::stamp(Utc::now()),
         &uuid::Uuid::new_v4().simple().to_string()[..8],
+        if dry_run { DRY_RUN_MARK } else { "" },
         kept
     )
+}
+
+/// Ends the claim part of a file from `validate/`: after a crash, recovery knows the claimed
+/// file is a dry run.
+const DRY_RUN_MARK: &str = "-validate";
+
+fn is_dry_claim(claim: &str) -> bool {
+    claim
+        .split_once("__")
+        .is_some_and(|(c, _)| c.ends_with(DRY_RUN_MARK))
+}
+
+/// The CSV reader of a record type: its header is checked against the type's fields.
+pub fn csv_reader<R: io::Read + Send>(file: R, bounds: Bounds, kind: Kind) -> CsvReader<R> {
+    let spec = kind.spec();
+    CsvReader::new(file, bounds).with_header_check(Box::new(move |h| {
+        crate::records::convert::check_csv_header(spec.fields, spec.aliases, h)
+    }))
+}
+
+/// The problems of a load, a page at a time, taken in step with the input's records.
+struct ProblemCursor<'s> {
+    store: &'s dyn Store,
+    row: store::RowId,
+    after: i64,
+    page: std::collections::VecDeque<(i64, i64, String)>,
+    done: bool,
+}
+
+impl ProblemCursor<'_> {
+    fn fill(&mut self) -> io::Result<()> {
+        if self.page.is_empty() && !self.done {
+            let page = self
+                .store
+                .problems_page(self.row, self.after, 512)
+                .map_err(io::Error::other)?;
+            if page.is_empty() {
+                self.done = true;
+            }
+            if let Some((seq, _, _)) = page.last() {
+                self.after = *seq;
+            }
+            self.page.extend(page);
+        }
+        Ok(())
+    }
+    /// The messages of record `index` (problems come in record order).
+    fn take(&mut self, index: i64) -> io::Result<Vec<String>> {
+        let mut out = Vec::new();
+        loop {
+            self.fill()?;
+            match self.page.front() {
+                Some((_, i, _)) if *i < index => {
+                    self.page.pop_front();
+                }
+                Some((_, i, _)) if *i == index => {
+                    if let Some((_, _, m)) = self.page.pop_front() {
+                        out.push(m);
+                    }
+                }
+                _ => return Ok(out),
+            }
+        }
+    }
+    fn exhausted(&mut self) -> io::Result<bool> {
+        self.fill()?;
+        Ok(self.done && self.page.is_empty())
+    }
+}
+
+/// Writes the failed records of a load: the input's records that have problems, in its format,
+/// each with its problems (a `_problems` member or column). Streams the input again beside the
+/// stored problems: memory does not grow with either.
+fn write_failed(
+    store: &dyn Store,
+    load: &LoadRow,
+    format: Format,
+    file: File,
+    bounds: Bounds,
+    out: &mut dyn io::Write,
+) -> io::Result<()> {
+    let kind = match layout::classify(&load.pickup_name) {
+        FileClass::Records(k) => k,
+        _ => return Ok(()),
+    };
+    let mut cursor = ProblemCursor {
+        store,
+        row: load.row,
+        after: 0,
+        page: Default::default(),
+        done: false,
+    };
+    let mut failure: Option<io::Error> = None;
+    let keep = |r: io::Result<()>, failure: &mut Option<io::Error>| -> Flow {
+        r.map_err(|e| {
+            *failure = Some(e);
+            Stopped
+        })
+    };
+    let problems_key = crate::records::convert::PROBLEMS_MEMBER;
+    let read = match format {
+        Format::Json => {
+            out.write_all(b"[")?;
+            let mut first = true;
+            let mut reader = JsonReader::new(file, bounds);
+            let read = reader.read(&mut |index, value| {
+                let step = (|| -> io::Result<bool> {
+                    let msgs = cursor.take(index as i64)?;
+                    if !msgs.is_empty() {
+                        out.write_all(if first { b"\n" } else { b",\n" })?;
+                        first = false;
+                        let list = Value::Array(msgs.into_iter().map(Value::String).collect());
+                        let value = match value {
+                            Value::Object(m) => Value::Object(
+                                m.into_iter()
+                                    .filter(|(k, _)| !k.eq_ignore_ascii_case(problems_key))
+                                    .collect(),
+                            ),
+                            other => other,
+                        };
+                        value.write_json(out, &[(problems_key, &list)])?;
+                    }
+                    cursor.exhausted()
+                })();
+                match step {
+                    Ok(true) => Err(Stopped),
+                    Ok(false) => Ok(()),
+                    Err(e) => keep(Err(e), &mut failure),
+                }
+            });
+            if failure.is_none() {
+                out.write_all(if first { b"]\n" } else { b"\n]\n" })?;
+            }
+            read
+        }
+        Format::Csv => {
+            let mut w = crate::input::csv::writer(&mut *out);
+            let mut header_written = false;
+            let mut reader = csv_reader(file, bounds, kind);
+            let read = reader.read(&mut |index, value| {
+                let step = (|| -> io::Result<bool> {
+                    let msgs = cursor.take(index as i64)?;
+                    if let (false, Value::Row { cells, .. }) = (msgs.is_empty(), &value) {
+                        let kept: Vec<&(String, String)> = cells
+                            .iter()
+                            .filter(|(k, _)| !k.trim().eq_ignore_ascii_case(problems_key))
+                            .collect();
+                        if !header_written {
+                            header_written = true;
+                            let mut names: Vec<&str> =
+                                kept.iter().map(|(k, _)| k.as_str()).collect();
+                            names.push(problems_key);
+                            crate::input::csv::write_row(&mut w, &names)?;
+                        }
+                        let joined = msgs.join("\n");
+                        let mut row: Vec<&str> = kept.iter().map(|(_, v)| v.as_str()).collect();
+                        row.push(&joined);
+                        crate::input::csv::write_row(&mut w, &row)?;
+                    }
+                    cursor.exhausted()
+                })();
+                match step {
+                    Ok(true) => Err(Stopped),
+                    Ok(false) => Ok(()),
+                    Err(e) => keep(Err(e), &mut failure),
+                }
+            });
+            w.flush()?;
+            read
+        }
+    };
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    match read {
+        Ok(_) | Err(ReadError::Stopped) => Ok(()),
+        // The file was applied, so it reads; if not, it changed: say so rather than guess.
+        Err(ReadError::File(e)) => Err(io::Error::other(format!("re-reading the file: {e}"))),
+    }
 }
 
 /// Opens a claimed file for reading: never through a link, never over the size limit.
@@ -598,7 +904,9 @@ mod tests {
     fn claim_names_fit_whatever_the_pickup_name() {
         for len in [1, 100, 209, 210, 225, 255, 1000] {
             let name = "é".repeat(len / 2) + &"x".repeat(len % 2);
-            let c = claim_name(&name);
+            let c = claim_name_for(&name, true);
+            assert!(is_dry_claim(&c));
+            assert!(!is_dry_claim(&claim_name_for(&name, false)));
             assert!(c.len() <= 255, "{len}: {}", c.len());
             let (_, kept) = c.split_once("__").unwrap();
             assert!(kept.len() <= layout::MAX_PICKUP_NAME_BYTES);

@@ -151,6 +151,19 @@ pub fn result_name(pickup_name: &str, stamp: &str) -> String {
     format!("{stem}.{stamp}.result.json")
 }
 
+/// `<stem>.<timestamp>.validate.json`: the result of a dry run (a file in `validate/`).
+pub fn validate_result_name(supplied_name: &str, stamp: &str) -> String {
+    let (stem, _) = split_name(supplied_name);
+    format!("{stem}.{stamp}.validate.json")
+}
+
+/// `<stem>.<timestamp>.failed.<json|csv>`: the failed records of a load, in the input's format,
+/// beside its result (or dry-run result).
+pub fn failed_name(supplied_name: &str, stamp: &str, ext: &str) -> String {
+    let (stem, _) = split_name(supplied_name);
+    format!("{stem}.{stamp}.failed.{ext}")
+}
+
 /// `yyyyMMddHHmmssfff`, UTC.
 pub fn stamp(t: DateTime<Utc>) -> String {
     t.format("%Y%m%d%H%M%S%3f").to_string()
@@ -169,7 +182,7 @@ pub enum FileClass {
     Records(Kind),
     /// No known prefix: answered with a result file and moved to processed.
     UnknownType,
-    /// A known prefix but not `.json`.
+    /// A known prefix but neither `.json` nor `.csv`.
     NotJson(Kind),
 }
 
@@ -191,7 +204,7 @@ pub fn classify(name: &str) -> FileClass {
     }
     match best {
         None => FileClass::UnknownType,
-        Some(k) if lower.ends_with(".json") => FileClass::Records(k),
+        Some(k) if lower.ends_with(".json") || lower.ends_with(".csv") => FileClass::Records(k),
         Some(k) => FileClass::NotJson(k),
     }
 }
@@ -236,7 +249,8 @@ mod tests {
         assert_eq!(classify("brokers.json"), FileClass::Records(Kind::Brokers));
         assert_eq!(classify("borrowersx.json"), FileClass::UnknownType);
         assert_eq!(classify("notes.txt"), FileClass::UnknownType);
-        assert_eq!(classify("loans.csv"), FileClass::NotJson(Kind::Loans));
+        assert_eq!(classify("loans.csv"), FileClass::Records(Kind::Loans));
+        assert_eq!(classify("loans.xlsx"), FileClass::NotJson(Kind::Loans));
     }
 
     #[test]

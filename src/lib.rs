@@ -40,3 +40,4 @@ pub mod schedule;
 pub mod serve;
 pub mod sftp;
 pub mod store;
+pub mod templates;

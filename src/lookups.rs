@@ -103,18 +103,61 @@ pub fn to_json(t: &Table) -> String {
     s
 }
 
-/// Writes every lookup of `lender` into `dir`, skipping files already up to date.
+/// Writes `content` to `path` unless it holds it already.
+fn write_if_changed(path: &Path, content: &str) -> io::Result<()> {
+    if std::fs::read(path).ok().as_deref() == Some(content.as_bytes()) {
+        return Ok(());
+    }
+    write_atomic(path, content.as_bytes())
+}
+
+/// Writes every lookup of `lender` into `dir`, and the templates (`templates/<type>.csv`,
+/// `templates/<type>.example.json`) and schemas (`schemas/<type>.schema.json`) of every record
+/// type, skipping files already up to date.
 pub fn write_all(cfg: &Config, lender: &Lender, dir: &Path) -> io::Result<()> {
     for t in tables(cfg, lender) {
         for (ext, content) in [("csv", to_csv(&t)), ("json", to_json(&t))] {
-            let path = dir.join(format!("{}.{ext}", t.name));
-            if std::fs::read(&path).ok().as_deref() == Some(content.as_bytes()) {
-                continue;
-            }
-            write_atomic(&path, content.as_bytes())?;
+            write_if_changed(&dir.join(format!("{}.{ext}", t.name)), &content)?;
         }
     }
+    let (templates, schemas) = (dir.join("templates"), dir.join("schemas"));
+    for d in [&templates, &schemas] {
+        std::fs::create_dir_all(d)?;
+        crate::fsutil::remove_stale_temps(d)?;
+    }
+    for kind in crate::records::Kind::ALL {
+        let p = kind.prefix();
+        use crate::templates as t;
+        write_generated(&templates.join(format!("{p}.csv")), &t::template_csv(kind))?;
+        write_generated(
+            &templates.join(format!("{p}.example.json")),
+            &t::example_json(kind),
+        )?;
+        write_generated(
+            &schemas.join(format!("{p}.schema.json")),
+            &t::schema_text(kind),
+        )?;
+    }
     Ok(())
+}
+
+/// Writes a generated file (a template or schema) unless it holds `content` already: atomically
+/// (a temporary name, then a rename) but without fsync. They are derived from the code and
+/// rewritten by any pass that finds them different, so a crash costs a rewrite at most, and the
+/// first pass of an install does not wait for 27 fsyncs per lender and environment.
+fn write_generated(path: &Path, content: &str) -> io::Result<()> {
+    if std::fs::read(path).ok().as_deref() == Some(content.as_bytes()) {
+        return Ok(());
+    }
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
+    std::fs::write(&tmp, content)?;
+    std::fs::rename(&tmp, path).inspect_err(|_| {
+        let _ = std::fs::remove_file(&tmp);
+    })
 }
 
 #[cfg(test)]

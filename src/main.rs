@@ -34,14 +34,23 @@ enum Command {
         #[arg(long)]
         settle_seconds: Option<u64>,
     },
-    /// Validate pickup files offline (no store, nothing moved) and print their problems.
+    /// Validate pickup files (JSON or CSV) offline (no store, nothing moved) and print their
+    /// problems.
     Check {
         /// Config file, for division, lookup and position checks (needs --lender).
-        #[arg(long, short, requires = "lender")]
+        #[arg(long, short, requires = "lender", conflicts_with = "lookups")]
         config: Option<PathBuf>,
         /// Lender whose divisions and positions apply.
         #[arg(long, requires = "config")]
         lender: Option<String>,
+        /// A downloaded lookups/ folder: division, lookup and position checks without the
+        /// operator's config (for lenders).
+        #[arg(long, value_name = "DIR")]
+        lookups: Option<PathBuf>,
+        /// `text` (a summary for people) or `json` (one JSON document); default: text on a
+        /// terminal, json otherwise.
+        #[arg(long, value_name = "FORMAT", value_parser = ["text", "json"])]
+        format: Option<String>,
         /// Files to check.
         #[arg(required = true)]
         files: Vec<PathBuf>,
@@ -54,6 +63,21 @@ enum Command {
     },
     /// Read a password from standard input and print its argon2 hash for `password_hash`.
     Passwd,
+    /// Print the JSON Schema (2020-12) of one record of TYPE (as lookups/schemas/ holds it).
+    Schema {
+        /// A record type: employees, partners, borrowers, ... (a file prefix).
+        #[arg(value_name = "TYPE")]
+        kind: String,
+    },
+    /// Print the template of TYPE: an example JSON file, or with --csv the CSV header and an
+    /// example row (as lookups/templates/ holds them).
+    Template {
+        #[arg(value_name = "TYPE")]
+        kind: String,
+        /// The CSV template instead of the JSON one.
+        #[arg(long)]
+        csv: bool,
+    },
 }
 
 fn load_config(path: Option<&PathBuf>) -> Result<Config> {
@@ -147,6 +171,8 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
         Command::Check {
             config,
             lender,
+            lookups,
+            format,
             files,
         } => {
             init_logs("warn");
@@ -161,13 +187,40 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
                 },
                 _ => None,
             };
-            let ctx = cfg.as_ref().zip(lender);
+            let from_lookups = match &lookups {
+                Some(dir) => Some(
+                    bulkload::check::lookups_context(dir)
+                        .with_context(|| format!("cannot read the lookups in {}", dir.display()))?,
+                ),
+                None => None,
+            };
+            let ctx = match (&cfg, lender, &from_lookups) {
+                (Some(c), Some(l), _) => Some(bulkload::records::Ctx {
+                    lender: l,
+                    lookups: &c.lookups,
+                }),
+                (_, _, Some((l, lk))) => Some(bulkload::records::Ctx {
+                    lender: l,
+                    lookups: lk,
+                }),
+                _ => None,
+            };
+            let limits = cfg.as_ref().map(|c| c.limits).unwrap_or_default();
+            let bounds = bulkload::input::Bounds {
+                max_record_bytes: limits.max_record_bytes,
+                max_records: limits.max_records,
+            };
+            let format = match format.as_deref() {
+                Some("json") => bulkload::check::ReportFormat::Json,
+                Some(_) => bulkload::check::ReportFormat::Text,
+                None if std::io::stdout().is_terminal() => bulkload::check::ReportFormat::Text,
+                None => bulkload::check::ReportFormat::Json,
+            };
+            let paths: Vec<&std::path::Path> = files.iter().map(PathBuf::as_path).collect();
             let mut out = std::io::stdout().lock();
-            let mut total = 0;
-            for f in &files {
-                total += bulkload::check::check_file(f, ctx, &mut out)
-                    .with_context(|| format!("cannot check {}", f.display()))?;
-            }
+            let total = bulkload::check::check_files(&paths, ctx, bounds, format, &mut out)
+                .context("cannot check the files")?;
+            out.flush()?;
             Ok(if total > 0 {
                 ExitCode::from(1)
             } else {
@@ -187,6 +240,19 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
             result?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Schema { kind } => {
+            print!("{}", bulkload::templates::schema_text(parse_kind(&kind)?));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Template { kind, csv } => {
+            let kind = parse_kind(&kind)?;
+            if csv {
+                print!("{}", bulkload::templates::template_csv(kind));
+            } else {
+                print!("{}", bulkload::templates::example_json(kind));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Passwd => {
             let mut line = String::new();
             std::io::stdin()
@@ -196,6 +262,20 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
             println!("{hash}");
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+fn parse_kind(name: &str) -> Result<bulkload::records::Kind> {
+    use bulkload::records::Kind;
+    match Kind::ALL
+        .into_iter()
+        .find(|k| k.prefix().eq_ignore_ascii_case(name))
+    {
+        Some(k) => Ok(k),
+        None => bail!(
+            "{name:?} is not a record type; the types are {}",
+            Kind::ALL.map(Kind::prefix).join(", ")
+        ),
     }
 }
 

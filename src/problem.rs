@@ -42,6 +42,27 @@ pub enum Code {
 }
 
 impl Code {
+    pub const ALL: [Code; 13] = [
+        Code::NotAnObject,
+        Code::UnknownField,
+        Code::RepeatedField,
+        Code::WrongType,
+        Code::TooLong,
+        Code::OutOfRange,
+        Code::InvalidValue,
+        Code::Required,
+        Code::NotAllowed,
+        Code::UnknownReference,
+        Code::NotFound,
+        Code::Taken,
+        Code::Conflict,
+    ];
+
+    /// The code of a stable name.
+    pub fn parse(s: &str) -> Option<Code> {
+        Code::ALL.into_iter().find(|c| c.as_str() == s)
+    }
+
     /// The stable name stored with the problem.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -96,6 +117,18 @@ impl Problem {
             detail: text.into(),
             prefixed: false,
         }
+    }
+
+    /// Whether the text starts with the field.
+    pub fn is_prefixed(&self) -> bool {
+        self.prefixed
+    }
+
+    /// The same problem naming the CSV line its record starts on.
+    pub fn at_csv_line(&self, line: u64) -> Problem {
+        let mut p = self.clone();
+        p.detail = format!("{} (CSV line {line})", p.detail.trim_end());
+        p
     }
 
     /// The one rendering of a problem to text.

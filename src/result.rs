@@ -60,6 +60,9 @@ pub struct ResultHeader {
     pub ended_at: String,
     pub error_message: Option<String>,
     pub counts: Counts,
+    /// A dry run (a file in `validate/`): `"DryRun": true` after `Source`, and no processed
+    /// name (`null`), since nothing was applied or moved.
+    pub dry_run: bool,
 }
 
 fn js<T: Serialize + ?Sized>(v: &T) -> io::Result<String> {
@@ -77,8 +80,15 @@ pub fn write_result<W: Write + ?Sized>(
     writeln!(out, "{{")?;
     writeln!(out, "  \"Id\": {},", h.id)?;
     writeln!(out, "  \"PickupName\": {},", js(&h.pickup_name)?)?;
-    writeln!(out, "  \"ProcessedName\": {},", js(&h.processed_name)?)?;
+    if h.dry_run {
+        writeln!(out, "  \"ProcessedName\": null,")?;
+    } else {
+        writeln!(out, "  \"ProcessedName\": {},", js(&h.processed_name)?)?;
+    }
     writeln!(out, "  \"Source\": {},", js(&h.source)?)?;
+    if h.dry_run {
+        writeln!(out, "  \"DryRun\": true,")?;
+    }
     writeln!(out, "  \"StartedAt\": {},", js(&h.started_at)?)?;
     writeln!(out, "  \"EndedAt\": {},", js(&h.ended_at)?)?;
     writeln!(out, "  \"ErrorMessage\": {},", js(&h.error_message)?)?;
@@ -127,6 +137,7 @@ mod tests {
                 update_failure: 1,
                 ..Counts::default()
             },
+            dry_run: false,
         };
         let mut out = Vec::new();
         write_result(&mut out, &h, &mut |emit| {

@@ -30,7 +30,9 @@ fn check_prints_problems_as_a_result_file_would_and_exits_1() {
     .unwrap();
     let (code, out) = check(&[f.to_str().unwrap()]);
     assert_eq!(code, 1);
-    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    // One JSON document; its files under "Files".
+    let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let v = &doc["Files"][0];
     assert_eq!(v["ErrorMessage"], serde_json::Value::Null);
     assert_eq!(v["Records"], 3);
     assert_eq!(
@@ -41,7 +43,7 @@ fn check_prints_problems_as_a_result_file_would_and_exits_1() {
             {"Index": 2, "Message": "Record is not a JSON object (found a number)."}
         ])
     );
-    assert!(v["Skipped"].as_str().unwrap().contains("need the store"));
+    assert!(doc["Skipped"].as_str().unwrap().contains("need the store"));
     // Nothing was moved.
     assert!(f.exists());
 }
@@ -82,7 +84,8 @@ fn check_reports_file_level_errors() {
     fs::write(&f, "[{\"Mode\":\"create\"},").unwrap();
     let (code, out) = check(&[f.to_str().unwrap()]);
     assert_eq!(code, 1);
-    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let v = &doc["Files"][0];
     assert!(
         v["ErrorMessage"]
             .as_str()

@@ -80,7 +80,11 @@ fn fixture_scenario_matches_expected_results_names_and_store() {
     for lender in ["acme", "beta"] {
         for env in ["sandbox", "production"] {
             let l = names(&home.import(lender, env).join("lookups"));
-            assert_eq!(l.len(), 16, "{lender}/{env}: {l:?}");
+            // 16 lookup files, and the templates/ and schemas/ folders (9 types each).
+            assert_eq!(l.len(), 18, "{lender}/{env}: {l:?}");
+            let lookups = home.import(lender, env).join("lookups");
+            assert_eq!(names(&lookups.join("templates")).len(), 18);
+            assert_eq!(names(&lookups.join("schemas")).len(), 9);
         }
     }
     let div =

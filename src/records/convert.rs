@@ -20,6 +20,7 @@ pub fn json_type(v: &Value) -> &'static str {
         Value::String(_) => "a string",
         Value::Array(_) => "an array",
         Value::Object(_) => "an object",
+        Value::Row { .. } => "a CSV row",
     }
 }
 
@@ -220,6 +221,10 @@ pub fn read_object(
         format!("{path}.")
     };
     for (name, value) in members {
+        // What a failed-records file adds (docs/decisions.md): read back, it is ignored.
+        if path.is_empty() && name.eq_ignore_ascii_case(PROBLEMS_MEMBER) {
+            continue;
+        }
         match match_field(fields, &name) {
             None => problems.at(
                 format!("{prefix}{}", shown(&name)),
@@ -468,4 +473,222 @@ mod tests {
             ]
         );
     }
+}
+
+/// The member (JSON) or column (CSV) a failed-records file adds to each record; ignored on input.
+pub const PROBLEMS_MEMBER: &str = "_problems";
+
+/// The CSV cell text that means `null` (clear on update); compared ignoring case. An empty cell
+/// is absent.
+pub const CSV_NULL: &str = "#NULL";
+
+/// What a CSV header cell names: a field, an item of an array field (`DivisionThreadIds.2`), or a
+/// member of an item of an array of objects (`Contacts.1.PositionName`). Items count from 1.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Column {
+    Field(usize),
+    Item(usize, u32),
+    Member(usize, u32, usize),
+    /// The failed-records file's `_problems` column: ignored.
+    Ignored,
+}
+
+/// Reads one header cell against a field table, or says what is wrong with it.
+pub fn csv_column(fields: &[Field], aliases: &[&[Alias]], name: &str) -> Result<Column, String> {
+    let name = name.trim();
+    if name.is_empty() {
+        return Err("is empty; every column needs a field name".into());
+    }
+    if name.eq_ignore_ascii_case(PROBLEMS_MEMBER) {
+        return Ok(Column::Ignored);
+    }
+    let mut parts = name.splitn(3, '.');
+    let base = parts.next().unwrap_or("");
+    let Some((i, field)) = match_field(fields, base) else {
+        return Err(format!(
+            "\"{}\" is not a field; {}",
+            shown(name),
+            hints::hint(fields, aliases, base).trim_end_matches('.')
+        ));
+    };
+    let item = parts.next();
+    let member = parts.next();
+    let number = |t: &str| -> Result<u32, String> {
+        match t.parse::<u32>() {
+            Ok(n) if (1..=10_000).contains(&n) && !t.starts_with('0') => Ok(n),
+            _ => Err(format!(
+                "\"{}\": \"{t}\" is not an item number (1, 2, 3...)",
+                shown(name)
+            )),
+        }
+    };
+    match (field.ty, item, member) {
+        (Ty::StrList(_) | Ty::Pairs, None, None) => Ok(Column::Field(i)),
+        (_, None, None) => Ok(Column::Field(i)),
+        (Ty::StrList(_), Some(n), None) => Ok(Column::Item(i, number(n)?)),
+        (Ty::Pairs, Some(n), Some(m)) => {
+            let n = number(n)?;
+            match match_field(PAIR_FIELDS, m) {
+                Some((j, _)) => Ok(Column::Member(i, n, j)),
+                None => Err(format!(
+                    "\"{}\": \"{m}\" is not a member of {}; {}",
+                    shown(name),
+                    field.name,
+                    hints::hint(PAIR_FIELDS, &[], m).trim_end_matches('.')
+                )),
+            }
+        }
+        (Ty::Pairs, Some(_), None) => Err(format!(
+            "\"{}\" names an item of {} without its member; use columns like {}.1.PositionName",
+            shown(name),
+            field.name,
+            field.name
+        )),
+        _ => Err(format!(
+            "\"{}\": {} is not an array field, so it has no numbered columns",
+            shown(name),
+            field.name
+        )),
+    }
+}
+
+/// Checks a CSV header against a field table: every column names a field (convention above),
+/// and none twice. The error completes "The CSV header ...".
+pub fn check_csv_header(
+    fields: &[Field],
+    aliases: &[&[Alias]],
+    header: &[String],
+) -> Result<(), String> {
+    let mut seen: Vec<(Column, usize)> = Vec::new();
+    for (c, name) in header.iter().enumerate() {
+        let col = csv_column(fields, aliases, name)
+            .map_err(|why| format!("(line 1) column {}: {why}", c + 1))?;
+        if col == Column::Ignored {
+            continue;
+        }
+        // A bare array column beside numbered ones is allowed (the bare one takes #NULL); a
+        // row that fills both is refused record by record.
+        let clash = seen.iter().find(|(s, _)| *s == col);
+        if let Some((_, first)) = clash {
+            return Err(format!(
+                "(line 1) column {}: \"{}\" repeats column {} (\"{}\"); which value is meant is unknown",
+                c + 1,
+                shown(name.trim()),
+                first + 1,
+                shown(header[*first].trim())
+            ));
+        }
+        seen.push((col, c));
+    }
+    Ok(())
+}
+
+/// Turns one CSV row into the members of a JSON-like object, typed by the field table: an empty
+/// cell is absent, `#NULL` is null, Integer and Decimal cells are numbers, numbered columns
+/// become arrays (of strings, or of objects). A cell that cannot be typed is a problem here. The
+/// header was checked (`check_csv_header`); a column that does not read is skipped.
+pub fn csv_members(
+    fields: &[Field],
+    cells: Vec<(String, String)>,
+    problems: &mut Problems,
+) -> Vec<(String, Value)> {
+    let mut out: Vec<(String, Value)> = Vec::new();
+    // (field, item number, member or none, text)
+    let mut items: Vec<(usize, u32, Option<usize>, String)> = Vec::new();
+    let mut nulled: Vec<usize> = Vec::new();
+    for (name, text) in cells {
+        let Ok(col) = csv_column(fields, &[], &name) else {
+            continue;
+        };
+        let t = text.trim();
+        if t.is_empty() {
+            continue;
+        }
+        let is_null = t.eq_ignore_ascii_case(CSV_NULL);
+        match col {
+            Column::Ignored => {}
+            Column::Field(i) => {
+                let f = &fields[i];
+                if is_null {
+                    out.push((f.name.to_string(), Value::Null));
+                    nulled.push(i);
+                    continue;
+                }
+                let v = match f.ty {
+                    Ty::Int | Ty::Decimal => match serde_json::from_str::<serde_json::Number>(t) {
+                        Ok(n) => Value::Number(n),
+                        Err(_) => {
+                            let want = if f.ty == Ty::Int {
+                                "an integer"
+                            } else {
+                                "a number"
+                            };
+                            problems.at(
+                                f.name,
+                                Code::WrongType,
+                                format!("expected {want}, found \"{}\".", shown(t)),
+                            );
+                            continue;
+                        }
+                    },
+                    Ty::StrList(_) | Ty::Pairs => {
+                        problems.at(
+                            f.name,
+                            Code::WrongType,
+                            format!(
+                                "a value of an array field goes in numbered columns ({}.1, {}.2, ...); the column {} itself only takes {CSV_NULL}.",
+                                f.name, f.name, f.name
+                            ),
+                        );
+                        continue;
+                    }
+                    _ => Value::String(text),
+                };
+                out.push((f.name.to_string(), v));
+            }
+            Column::Item(i, n) => items.push((i, n, None, text)),
+            Column::Member(i, n, j) => items.push((i, n, Some(j), text)),
+        }
+    }
+    items.sort_by_key(|(i, n, j, _)| (*i, *n, *j));
+    let mut k = 0;
+    while k < items.len() {
+        let field = items[k].0;
+        let f = &fields[field];
+        let mut array: Vec<Value> = Vec::new();
+        while k < items.len() && items[k].0 == field {
+            let n = items[k].1;
+            let mut members: Vec<(String, Value)> = Vec::new();
+            let mut single: Option<Value> = None;
+            while k < items.len() && items[k].0 == field && items[k].1 == n {
+                let (_, _, member, text) = &items[k];
+                let t = text.trim();
+                let v = if t.eq_ignore_ascii_case(CSV_NULL) {
+                    Value::Null
+                } else {
+                    Value::String(text.clone())
+                };
+                match member {
+                    Some(j) => members.push((PAIR_FIELDS[*j].name.to_string(), v)),
+                    None => single = Some(v),
+                }
+                k += 1;
+            }
+            match single {
+                Some(v) => array.push(v),
+                None => array.push(Value::Object(members)),
+            }
+        }
+        if nulled.contains(&field) {
+            problems.at(
+                f.name,
+                Code::RepeatedField,
+                format!("supplied more than once (as {CSV_NULL} in column {} and in numbered columns); which value is meant is unknown.", f.name),
+            );
+            out.retain(|(name, _)| name != f.name);
+            continue;
+        }
+        out.push((f.name.to_string(), Value::Array(array)));
+    }
+    out
 }

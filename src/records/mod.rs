@@ -391,8 +391,10 @@ pub struct Ctx<'a> {
 /// positions); without it those are skipped (offline `check`).
 pub fn validate(kind: Kind, element: Value, ctx: Option<Ctx<'_>>) -> Result<Record, Rejection> {
     let spec = kind.spec();
+    let mut problems = Problems::default();
     let members = match element {
         Value::Object(m) => m,
+        Value::Row { cells, .. } => convert::csv_members(spec.fields, cells, &mut problems),
         other => {
             return Err(Rejection {
                 mode: None,
@@ -409,7 +411,6 @@ pub fn validate(kind: Kind, element: Value, ctx: Option<Ctx<'_>>) -> Result<Reco
             })
         }
     };
-    let mut problems = Problems::default();
     let mut slots = convert::read_object("", spec.fields, spec.aliases, members, &mut problems);
 
     // Mode first: it decides how a failure is counted. It is a field of every table; it is

@@ -154,6 +154,8 @@ pub struct LoadRow {
     pub error_message: Option<String>,
     pub counts: Counts,
     pub finished: bool,
+    /// A dry run: its records were rolled back (schema v3).
+    pub dry_run: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -199,6 +201,14 @@ pub trait Store: Send {
         row: RowId,
     ) -> Result<Option<String>, StoreError>;
     fn mark_finished(&self, row: RowId) -> Result<(), StoreError>;
+    /// Up to `limit` problems of a load after sequence number `after_seq`, in order, as
+    /// (seq, index, message): for reading them alongside the input, a page at a time.
+    fn problems_page(
+        &self,
+        row: RowId,
+        after_seq: i64,
+        limit: i64,
+    ) -> Result<Vec<(i64, i64, String)>, StoreError>;
     /// Calls `f(index, message)` for each problem of a load, in order.
     #[allow(clippy::type_complexity)]
     fn for_each_problem(
@@ -271,6 +281,8 @@ pub trait LoadTx {
     fn rollback(&mut self) -> Result<(), StoreError>;
     /// Keeps a problem of record `index` for the result.
     fn problem(&mut self, index: u64, problem: &Problem) -> Result<(), StoreError>;
+    /// Marks the load a dry run (its records are not part of it).
+    fn set_dry_run(&mut self) -> Result<(), StoreError>;
     /// The newest stamp used for this supplied name by another load of the lender.
     fn latest_stamp(&mut self, pickup_name: &str) -> Result<Option<String>, StoreError>;
     /// Records the outcome and commits: from here on the load counts as applied.

@@ -118,8 +118,10 @@ pub fn norm_result(text: &str) -> serde_json::Value {
         );
         v[k] = serde_json::Value::String("TIME".into());
     }
-    let p = v["ProcessedName"].as_str().unwrap().to_string();
-    v["ProcessedName"] = serde_json::Value::String(norm_stamps(&p));
+    // A dry run's result has no processed name.
+    if let Some(p) = v["ProcessedName"].as_str().map(str::to_string) {
+        v["ProcessedName"] = serde_json::Value::String(norm_stamps(&p));
+    }
     v
 }
 
@@ -140,7 +142,7 @@ pub fn listing(data: &Path) -> String {
     for lender in names(&data.join("lenders")) {
         for env in names(&data.join("lenders").join(&lender)) {
             let import = data.join("lenders").join(&lender).join(&env).join("import");
-            for loc in ["pickup", "processed", "results"] {
+            for loc in ["pickup", "processed", "results", "validate"] {
                 let mut n: Vec<String> = names(&import.join(loc))
                     .iter()
                     .map(|s| norm_stamps(s))
@@ -165,7 +167,13 @@ pub fn results(data: &Path) -> Vec<(String, serde_json::Value)> {
                 .join("import/results");
             for n in names(&dir) {
                 let text = fs::read_to_string(dir.join(&n)).unwrap();
-                out.push((format!("{lender}/{env}/results/{n}"), norm_result(&text)));
+                // Failed-records files: JSON as is, CSV as its text.
+                let v = if n.contains(".failed.") {
+                    serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text))
+                } else {
+                    norm_result(&text)
+                };
+                out.push((format!("{lender}/{env}/results/{n}"), v));
             }
         }
     }

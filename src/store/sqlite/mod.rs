@@ -20,7 +20,11 @@ use crate::problem::Problem;
 use crate::result::Counts;
 
 /// Embedded migrations; the n-th brings the schema to version n+1.
-const MIGRATIONS: &[&str] = &[include_str!("schema_v1.sql"), include_str!("schema_v2.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("schema_v1.sql"),
+    include_str!("schema_v2.sql"),
+    include_str!("schema_v3.sql"),
+];
 
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
@@ -34,7 +38,7 @@ pub struct SqliteStore {
 
 const LOAD_COLUMNS: &str = "id, number, lender, pickup_name, claim, source, started_at, ended_at, stamp, error_message, \
      num_create_success, num_update_success, num_add_success, num_delete_success, \
-     num_create_failure, num_update_failure, num_add_failure, num_delete_failure, num_mode_failure, state";
+     num_create_failure, num_update_failure, num_add_failure, num_delete_failure, num_mode_failure, state, dry_run";
 
 fn load_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<LoadRow> {
     Ok(LoadRow {
@@ -60,6 +64,7 @@ fn load_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<LoadRow> {
             mode_failure: r.get(18)?,
         },
         finished: r.get::<_, String>(19)? == "finished",
+        dry_run: r.get::<_, i64>(20)? != 0,
     })
 }
 
@@ -190,7 +195,7 @@ impl Store for SqliteStore {
             .conn
             .query_row(
                 "SELECT stamp FROM bulk_loads WHERE lender = ?1 AND pickup_name = ?2 AND id < ?3
-                 ORDER BY id DESC LIMIT 1",
+                 AND dry_run = 0 ORDER BY id DESC LIMIT 1",
                 params![lender, pickup_name, row],
                 |r| r.get(0),
             )
@@ -203,6 +208,15 @@ impl Store for SqliteStore {
             [row],
         )?;
         Ok(())
+    }
+
+    fn problems_page(
+        &self,
+        row: RowId,
+        after_seq: i64,
+        limit: i64,
+    ) -> Result<Vec<(i64, i64, String)>, StoreError> {
+        Ok(self.problems_page_sql(row, after_seq, limit)?)
     }
 
     fn for_each_problem(
@@ -223,6 +237,23 @@ impl Store for SqliteStore {
             f(idx, &msg)?;
         }
         Ok(())
+    }
+}
+
+impl SqliteStore {
+    fn problems_page_sql(
+        &self,
+        row: RowId,
+        after_seq: i64,
+        limit: i64,
+    ) -> rusqlite::Result<Vec<(i64, i64, String)>> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT seq, idx, message FROM load_problems WHERE load_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+        )?;
+        let rows = st.query_map(params![row, after_seq, limit], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })?;
+        rows.collect()
     }
 }
 
@@ -587,6 +618,13 @@ impl LoadTx for SqliteTx<'_> {
                 p.field,
                 p.code.as_str()
             ])?;
+        Ok(())
+    }
+
+    fn set_dry_run(&mut self) -> Result<(), StoreError> {
+        self.tx
+            .prepare_cached("UPDATE bulk_loads SET dry_run = 1 WHERE id = ?1")?
+            .execute([self.id])?;
         Ok(())
     }
 
