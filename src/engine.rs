@@ -84,6 +84,7 @@ pub fn apply_load(
                 stamp = layout::next_stamp(&latest);
             }
         }
+        crate::notify::enqueue(&mut *tx, req.lender)?; // issue 13: the outbox, same transaction
         tx.complete(&iso(ended), &stamp, refused.as_deref(), &counts)?
     };
     failpoint::hit("committed");

@@ -12,7 +12,7 @@ use rusqlite::{
 use std::path::Path;
 
 use super::{
-    AccountKind, Found, Key, Link, LoadKey, LoadRow, LoadTx, RowId, Source, Store, StoreError,
+    Attempt, Delivery, AccountKind, Found, Key, Link, LoadKey, LoadRow, LoadTx, RowId, Source, Store, StoreError,
     Table, Value, Written,
 };
 use crate::config::{StoreConfig, Synchronous};
@@ -20,7 +20,12 @@ use crate::problem::Problem;
 use crate::result::Counts;
 
 /// Embedded migrations; the n-th brings the schema to version n+1.
-const MIGRATIONS: &[&str] = &[include_str!("schema_v1.sql"), include_str!("schema_v2.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("schema_v1.sql"),
+    include_str!("schema_v2.sql"),
+    include_str!("schema_v3.sql"),
+    include_str!("schema_v4.sql"),
+];
 
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
@@ -204,6 +209,55 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    fn due_deliveries(&self, now: f64, limit: usize) -> Result<Vec<Delivery>, StoreError> {
+        self.ops_due(now, limit)
+    }
+
+    fn record_attempt(&self, id: i64, attempt: &Attempt) -> Result<(), StoreError> {
+        match attempt {
+            Attempt::Delivered => self.conn.execute(
+                "UPDATE outbox SET state = 'delivered', attempts = attempts + 1, last_error = NULL WHERE id = ?1",
+                [id],
+            )?,
+            Attempt::Retry { next_at, error } => self.conn.execute(
+                "UPDATE outbox SET attempts = attempts + 1, next_at = ?2, last_error = ?3 WHERE id = ?1",
+                params![id, next_at, error],
+            )?,
+            Attempt::Failed { error } => self.conn.execute(
+                "UPDATE outbox SET state = 'failed', attempts = attempts + 1, last_error = ?2 WHERE id = ?1",
+                params![id, error],
+            )?,
+        };
+        Ok(())
+    }
+
+    fn pending_deliveries(&self, lender: &str) -> Result<i64, StoreError> {
+        Ok(self.conn.query_row(
+            "SELECT count(*) FROM outbox WHERE lender = ?1 AND state = 'pending'",
+            [lender],
+            |r| r.get(0),
+        )?)
+    }
+
+    fn last_load(&self, lender: &str) -> Result<Option<LoadRow>, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                &format!("SELECT {LOAD_COLUMNS} FROM bulk_loads WHERE lender = ?1 ORDER BY id DESC LIMIT 1"),
+                [lender],
+                load_row,
+            )
+            .optional()?)
+    }
+
+    fn prune_problems(&self, ended_before: &str) -> Result<u64, StoreError> {
+        Ok(self.conn.execute(
+            "DELETE FROM load_problems WHERE load_id IN
+               (SELECT id FROM bulk_loads WHERE state = 'finished' AND ended_at < ?1)",
+            [ended_before],
+        )? as u64)
+    }
+
     fn for_each_problem(
         &self,
         row: RowId,
@@ -222,6 +276,63 @@ impl Store for SqliteStore {
             f(idx, &msg)?;
         }
         Ok(())
+    }
+}
+
+// The outbox and housekeeping (issue 13).
+impl SqliteStore {
+    fn ops_due(&self, now: f64, limit: usize) -> Result<Vec<Delivery>, StoreError> {
+        let cols = LOAD_COLUMNS
+            .split(',')
+            .map(|c| format!("l.{}", c.trim()))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let mut st = self.conn.prepare(&format!(
+            "SELECT o.id, o.msg_id, o.event, o.channel, o.target, o.created_at, o.attempts, {cols}
+             FROM outbox o JOIN bulk_loads l ON l.id = o.load_id
+             WHERE o.state = 'pending' AND o.next_at <= ?1 AND l.state = 'finished'
+             ORDER BY o.next_at, o.id LIMIT ?2"
+        ))?;
+        let rows = st.query_map(params![now, limit as i64], |r| {
+            let load = {
+                // The load's columns follow the outbox's seven.
+                LoadRow {
+                    row: r.get(7)?,
+                    id: r.get(8)?,
+                    lender: r.get(9)?,
+                    pickup_name: r.get(10)?,
+                    claim: r.get(11)?,
+                    source: r.get(12)?,
+                    started_at: r.get(13)?,
+                    ended_at: r.get(14)?,
+                    stamp: r.get(15)?,
+                    error_message: r.get(16)?,
+                    counts: Counts {
+                        create_success: r.get(17)?,
+                        update_success: r.get(18)?,
+                        add_success: r.get(19)?,
+                        delete_success: r.get(20)?,
+                        create_failure: r.get(21)?,
+                        update_failure: r.get(22)?,
+                        add_failure: r.get(23)?,
+                        delete_failure: r.get(24)?,
+                        mode_failure: r.get(25)?,
+                    },
+                    finished: r.get::<_, String>(26)? == "finished",
+                }
+            };
+            Ok(Delivery {
+                id: r.get(0)?,
+                msg_id: r.get(1)?,
+                event: r.get(2)?,
+                channel: r.get(3)?,
+                target: r.get(4)?,
+                created_at: r.get(5)?,
+                attempts: r.get(6)?,
+                load,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 }
 
@@ -538,6 +649,30 @@ impl LoadTx for SqliteTx<'_> {
             )
             .optional()?
             .flatten())
+    }
+
+    fn enqueue(
+        &mut self,
+        event: &str,
+        targets: &[(&str, String)],
+        now: f64,
+    ) -> Result<(), StoreError> {
+        for (channel, target) in targets {
+            self.tx.execute(
+                "INSERT INTO outbox (msg_id, load_id, lender, event, channel, target, created_at, next_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)",
+                params![
+                    format!("msg_{}", uuid::Uuid::new_v4().simple()),
+                    self.id,
+                    self.lender,
+                    event,
+                    channel,
+                    target,
+                    now
+                ],
+            )?;
+        }
+        Ok(())
     }
 
     fn complete(
