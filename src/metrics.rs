@@ -105,6 +105,22 @@ pub fn get() -> &'static Metrics {
     &METRICS
 }
 
+/// Counts a pass and its duration when dropped (whatever way the pass ends).
+pub struct PassTimer(std::time::Instant);
+impl PassTimer {
+    pub fn start() -> PassTimer {
+        PassTimer(std::time::Instant::now())
+    }
+}
+impl Drop for PassTimer {
+    fn drop(&mut self) {
+        let m = get();
+        m.passes_total.inc();
+        m.pass_duration_seconds
+            .observe(self.0.elapsed().as_secs_f64());
+    }
+}
+
 /// Counts one finished load and its records.
 pub fn count_load(env: &str, lender: &str, source: &str, error: Option<&str>, c: &Counts) {
     let m = get();

@@ -148,6 +148,39 @@ pub async fn run(cfg: Arc<Config>, wake: Arc<tokio::sync::Notify>, cancel: Cance
     }
 }
 
+/// Tries every due row once and returns (for `bulkload run`, which has no daemon: rows left
+/// pending are tried again by the next run, or by a daemon).
+pub async fn deliver_due_once(cfg: &Config) {
+    let Ok(http) = webhook::client(cfg) else {
+        return;
+    };
+    for env in &cfg.environments {
+        let path = layout::store_path(&cfg.data_dir, env);
+        if !path.exists() {
+            continue;
+        }
+        let due = match store::open(&path, cfg.store).and_then(|s| s.due_deliveries(now(), 1000)) {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::warn!(env = %env, error = %e, "outbox: cannot read due notifications");
+                continue;
+            }
+        };
+        let tries = due.into_iter().map(|d| deliver(cfg, env, &http, d));
+        one_after_another(tries).await;
+    }
+}
+
+async fn one_after_another<F: std::future::Future<Output = ()>>(futs: impl Iterator<Item = F>) {
+    let mut set = Vec::new();
+    for f in futs {
+        set.push(Box::pin(f));
+    }
+    for f in set {
+        f.await;
+    }
+}
+
 /// One try of one row, and its bookkeeping.
 async fn deliver(cfg: &Config, env: &str, http: &reqwest::Client, d: Delivery) {
     let lender = cfg.lender(&d.load.lender);

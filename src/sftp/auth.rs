@@ -136,6 +136,7 @@ impl Defender {
         if r.failures.len() >= self.max_failures as usize {
             r.failures.clear();
             r.banned_until = Some(now + self.ban);
+            crate::metrics::get().bans_total.inc();
             true
         } else {
             false

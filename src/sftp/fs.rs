@@ -409,6 +409,7 @@ impl SftpFs {
         match result {
             Ok(()) => {
                 tracing::info!(lender = %self.info.lender, address = %self.info.addr, path = %up.vpath, bytes = up.size, "upload complete");
+                crate::metrics::get().upload_bytes_total.inc_by(up.size);
                 if let Some(hook) = &self.info.on_upload {
                     hook();
                 }
