@@ -86,6 +86,8 @@ pub struct Status {
 /// The next time `[schedule] cron` fires after `after`, if ever.
 pub fn next_pass(cron: &str, after: chrono::DateTime<chrono::Utc>) -> Option<String> {
     let c = crate::config::parse_cron(cron).ok()?;
+    use chrono::Timelike;
+    let after = after.with_nanosecond(0).unwrap_or(after);
     c.find_next_occurrence(&after, false)
         .ok()
         .map(crate::result::iso)
