@@ -476,7 +476,13 @@ impl LenderPass<'_, '_> {
             delete_failed = c.delete_failure, mode_failed = c.mode_failure,
             error = load.error_message.as_deref().unwrap_or(""), processed = %processed_name,
             result = %result_name, "file processed");
-        crate::metrics::count_load(self.env, &self.lender.id, &load.source, load.error_message.as_deref(), c);
+        crate::metrics::count_load(
+            self.env,
+            &self.lender.id,
+            &load.source,
+            load.error_message.as_deref(),
+            c,
+        );
         self.summary.files += 1;
         (self.on_file)(&FileEvent::Loaded {
             env: self.env.to_string(),

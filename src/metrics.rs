@@ -34,15 +34,22 @@ pub struct Metrics {
 fn build() -> Metrics {
     let registry = Registry::new();
     fn reg<T: prometheus::core::Collector + Clone + 'static>(r: &Registry, m: T) -> T {
-        r.register(Box::new(m.clone())).expect("metric names are unique");
+        r.register(Box::new(m.clone()))
+            .expect("metric names are unique");
         m
     }
     let counter = |n: &str, h: &str| reg(&registry, IntCounter::new(n, h).expect("valid"));
     let counter_vec = |n: &str, h: &str, l: &[&str]| {
-        reg(&registry, IntCounterVec::new(Opts::new(n, h), l).expect("valid"))
+        reg(
+            &registry,
+            IntCounterVec::new(Opts::new(n, h), l).expect("valid"),
+        )
     };
     let gauge_vec = |n: &str, h: &str, l: &[&str]| {
-        reg(&registry, IntGaugeVec::new(Opts::new(n, h), l).expect("valid"))
+        reg(
+            &registry,
+            IntGaugeVec::new(Opts::new(n, h), l).expect("valid"),
+        )
     };
     Metrics {
         passes_total: counter("bulkload_passes_total", "Passes run (completed or failed)."),
@@ -286,6 +293,13 @@ fn not_ready(cfg: &Config, ready: &Readiness) -> Option<String> {
     }
     for env in &cfg.environments {
         let path = crate::layout::store_path(&cfg.data_dir, env);
+        if !path.exists() {
+            // Created by the first pass that reaches it: its folder must be there to be made.
+            if !cfg.data_dir.is_dir() {
+                return Some(format!("data_dir {} is missing", cfg.data_dir.display()));
+            }
+            continue;
+        }
         let opened = rusqlite::Connection::open_with_flags(
             &path,
             rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,

@@ -81,7 +81,12 @@ pub fn prune_problems(cfg: &Config, env: &str, store: &dyn Store) -> Result<u64,
     let before = chrono::Utc::now() - chrono::Duration::seconds((days * DAY) as i64);
     let n = store.prune_problems(&crate::result::iso(before))?;
     if n > 0 {
-        tracing::info!(env, problems = n, days, "retention: removed the problems of old loads");
+        tracing::info!(
+            env,
+            problems = n,
+            days,
+            "retention: removed the problems of old loads"
+        );
     }
     Ok(n)
 }

@@ -152,10 +152,16 @@ pub async fn serve(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<()
         listening: Arc::new(std::sync::atomic::AtomicBool::new(false)),
     };
     let metrics = match &cfg.metrics.listen {
-        Some(addr) => Some(crate::metrics::serve(cfg.clone(), addr, ready.clone(), cancel.clone()).await?),
+        Some(addr) => {
+            Some(crate::metrics::serve(cfg.clone(), addr, ready.clone(), cancel.clone()).await?)
+        }
         None => None,
     };
-    let sender = tokio::spawn(crate::notify::run(cfg.clone(), Arc::new(Notify::new()), cancel.clone()));
+    let sender = tokio::spawn(crate::notify::run(
+        cfg.clone(),
+        Arc::new(Notify::new()),
+        cancel.clone(),
+    ));
     let passes = Passes::new(cfg.clone()).with_live_uploads(live_uploads.clone());
     let mut cron = schedule::start_cron(passes.clone()).await?;
 
@@ -175,7 +181,9 @@ pub async fn serve(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<()
 
     let shared = Arc::new(Shared::new(cfg.clone(), on_upload, live_uploads));
     let ssh = Arc::new(sftp::ssh_config(&cfg, host_key));
-    ready.listening.store(true, std::sync::atomic::Ordering::SeqCst);
+    ready
+        .listening
+        .store(true, std::sync::atomic::Ordering::SeqCst);
     match listener.local_addr() {
         Ok(a) => tracing::info!(address = %a, lenders = cfg.lenders.len(), "listening for SFTP"),
         Err(_) => tracing::info!(address = %cfg.sftp.listen, "listening for SFTP"),

@@ -215,7 +215,15 @@ pub fn render_table(s: &Status) -> String {
         if s.pass_lock_held { "yes" } else { "no" }
     ));
     let header = [
-        "ENV", "LENDER", "WAITING", "OLDEST", "LAST LOAD", "ENDED", "OK", "FAILED", "ERROR",
+        "ENV",
+        "LENDER",
+        "WAITING",
+        "OLDEST",
+        "LAST LOAD",
+        "ENDED",
+        "OK",
+        "FAILED",
+        "ERROR",
         "NOTIFY",
     ];
     let mut rows: Vec<Vec<String>> = vec![header.iter().map(|h| h.to_string()).collect()];
@@ -223,7 +231,9 @@ pub fn render_table(s: &Status) -> String {
         let (id, ended, ok, failed, err) = match &l.last_load {
             Some(ll) => {
                 let n = |k: &str| ll.counts.get(k).and_then(|v| v.as_i64()).unwrap_or(0);
-                let ok = n("NumCreateSuccess") + n("NumUpdateSuccess") + n("NumAddSuccess")
+                let ok = n("NumCreateSuccess")
+                    + n("NumUpdateSuccess")
+                    + n("NumAddSuccess")
                     + n("NumDeleteSuccess");
                 let failed = n("NumCreateFailure")
                     + n("NumUpdateFailure")
@@ -244,7 +254,10 @@ pub fn render_table(s: &Status) -> String {
             l.environment.clone(),
             l.lender.clone(),
             l.waiting.files.to_string(),
-            l.waiting.oldest_age_seconds.map(age).unwrap_or_else(|| "-".into()),
+            l.waiting
+                .oldest_age_seconds
+                .map(age)
+                .unwrap_or_else(|| "-".into()),
             id,
             ended,
             ok,
@@ -314,16 +327,25 @@ pub fn config_warnings(cfg: &Config) -> Vec<String> {
         w.push(format!(
             "[schedule] cron {:?} never fires: passes run only at start{}",
             s.cron,
-            if s.on_upload { " and after uploads" } else { "" }
+            if s.on_upload {
+                " and after uploads"
+            } else {
+                ""
+            }
         ));
     }
     if let Some(smtp) = &cfg.smtp {
         if smtp.tls == crate::config::SmtpTls::None && smtp.username.is_some() {
-            w.push("[smtp] tls = \"none\" with a username: the password travels unencrypted".into());
+            w.push(
+                "[smtp] tls = \"none\" with a username: the password travels unencrypted".into(),
+            );
         }
         if let Some(p) = &smtp.password_file {
             if !p.exists() {
-                w.push(format!("[smtp] password_file {} does not exist", p.display()));
+                w.push(format!(
+                    "[smtp] password_file {} does not exist",
+                    p.display()
+                ));
             }
         }
     }

@@ -126,7 +126,7 @@ fn home_with(lender_extra: &str, extra: &str) -> Home {
         &format!("id = \"acme\"\n{lender_extra}\n"),
         1,
     );
-    fs::write(&home.config, format!("{extra}\n{text}")).unwrap();
+    fs::write(&home.config, format!("{text}\n{extra}\n")).unwrap();
     home
 }
 
@@ -137,7 +137,11 @@ const EMPLOYEES: &str = r#"[
 ]"#;
 
 fn drop_file(home: &Home) {
-    fs::write(home.pickup("acme", "sandbox").join("employees.json"), EMPLOYEES).unwrap();
+    fs::write(
+        home.pickup("acme", "sandbox").join("employees.json"),
+        EMPLOYEES,
+    )
+    .unwrap();
 }
 
 fn result_json(home: &Home) -> (String, serde_json::Value) {
@@ -168,7 +172,12 @@ fn webhook_is_signed_and_carries_the_result() {
     let home = home_with(&webhook_cfg(&url), "");
     drop_file(&home);
     let out = home.run_command().output().unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let reqs = wait_for("the webhook", 10, || {
         let v = got.lock().unwrap();
         (!v.is_empty()).then(|| v.clone())
@@ -216,7 +225,10 @@ fn webhook_after_sigkill_between_commit_and_delivery() {
         .unwrap();
     assert_eq!(out.status.signal(), Some(9), "killed after the commit");
     std::thread::sleep(Duration::from_millis(300));
-    assert!(got.lock().unwrap().is_empty(), "nothing sent before the kill");
+    assert!(
+        got.lock().unwrap().is_empty(),
+        "nothing sent before the kill"
+    );
     home.run(); // recovers the load (result, move), then delivers
     let reqs = wait_for("the webhook", 10, || {
         let v = got.lock().unwrap();
@@ -278,8 +290,14 @@ fn webhook_retries_with_doubling_backoff() {
         let v = got.lock().unwrap();
         (v.len() >= 3).then(|| v.clone())
     });
-    let ids: Vec<_> = reqs.iter().map(|r| r.header("webhook-id").unwrap().to_string()).collect();
-    assert!(ids.iter().all(|i| *i == ids[0]), "same webhook-id on every try");
+    let ids: Vec<_> = reqs
+        .iter()
+        .map(|r| r.header("webhook-id").unwrap().to_string())
+        .collect();
+    assert!(
+        ids.iter().all(|i| *i == ids[0]),
+        "same webhook-id on every try"
+    );
     for r in &reqs {
         verify(r);
     }
@@ -288,7 +306,11 @@ fn webhook_retries_with_doubling_backoff() {
     assert!(gap1 >= Duration::from_millis(450), "{gap1:?}");
     assert!(gap2 >= Duration::from_millis(950), "doubling: {gap2:?}");
     std::thread::sleep(Duration::from_millis(2500));
-    assert_eq!(got.lock().unwrap().len(), 3, "delivered on the third try: no more");
+    assert_eq!(
+        got.lock().unwrap().len(),
+        3,
+        "delivered on the third try: no more"
+    );
 }
 
 #[test]
@@ -304,19 +326,26 @@ fn slow_receiver_never_slows_a_pass() {
     });
     let home = home_with(
         &webhook_cfg(&url),
-        &ops_section(free_port(), free_port(), 5.0).replace("timeout_seconds = 2", "timeout_seconds = 30"),
+        &ops_section(free_port(), free_port(), 5.0)
+            .replace("timeout_seconds = 2", "timeout_seconds = 30"),
     );
     // A pass every second.
     let text = fs::read_to_string(&home.config).unwrap();
     fs::write(
         &home.config,
-        text.replacen("settle_seconds = 0", "settle_seconds = 0\ncron = \"* * * * * *\"", 1),
+        text.replacen(
+            "settle_seconds = 0",
+            "settle_seconds = 0\ncron = \"* * * * * *\"",
+            1,
+        ),
     )
     .unwrap();
     drop_file(&home);
     let _d = serve(&home);
     let results = home.import("acme", "sandbox").join("results");
-    wait_for("the first result", 20, || (names(&results).len() == 1).then_some(()));
+    wait_for("the first result", 20, || {
+        (names(&results).len() == 1).then_some(())
+    });
     // The first delivery now hangs for 30 s; a second file is processed by the next pass anyway.
     std::thread::sleep(Duration::from_millis(500));
     let t = Instant::now();
@@ -325,17 +354,26 @@ fn slow_receiver_never_slows_a_pass() {
         r#"[{"Mode": "update", "ExternalId": "E1", "FirstName": "Anne"}]"#,
     )
     .unwrap();
-    wait_for("the second result", 20, || (names(&results).len() == 2).then_some(()));
+    wait_for("the second result", 20, || {
+        (names(&results).len() == 2).then_some(())
+    });
     assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
 }
 
 fn http_get(port: u16, path: &str) -> (u16, String) {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"
+    )
+    .unwrap();
     let mut text = String::new();
     s.read_to_string(&mut text).unwrap();
     let code = text[9..12].parse().unwrap();
-    let body = text.split_once("\r\n\r\n").map(|x| x.1.to_string()).unwrap_or_default();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|x| x.1.to_string())
+        .unwrap_or_default();
     (code, body)
 }
 
@@ -352,7 +390,10 @@ fn have(cmd: &str, args: &[&str]) -> bool {
 /// one fails.
 fn require(ok: bool, what: &str) -> bool {
     if !ok {
-        assert!(std::env::var_os("CI").is_none(), "{what} is missing (.ci/run installs it)");
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{what} is missing (.ci/run installs it)"
+        );
         eprintln!("skipped: {what} is not installed");
     }
     ok
@@ -377,47 +418,76 @@ fn metrics_pass_promtool_and_match_a_known_pass() {
     fs::write(home.pickup("beta", "sandbox").join("notes.txt"), "x").unwrap();
     let _d = serve(&home);
     let results = home.import("acme", "sandbox").join("results");
-    wait_for("the result", 20, || (names(&results).len() == 1).then_some(()));
+    wait_for("the result", 20, || {
+        (names(&results).len() == 1).then_some(())
+    });
     wait_for("/healthz", 10, || {
-        std::panic::catch_unwind(|| http_get(mport, "/healthz")).ok().filter(|r| r.0 == 200)
+        std::panic::catch_unwind(|| http_get(mport, "/healthz"))
+            .ok()
+            .filter(|r| r.0 == 200)
     });
     let (code, ready) = http_get(mport, "/readyz");
     assert_eq!(code, 200, "{ready}");
-    // A file waiting (not settled for the daemon: written after its pass).
-    fs::write(home.pickup("acme", "production").join("loans.json"), "[]").unwrap();
-    let (code, text) = wait_for("a pass counted", 10, || {
+    wait_for("a pass counted", 10, || {
         let r = http_get(mport, "/metrics");
-        (metric(&r.1, "bulkload_passes_total") >= 1.0).then_some(r)
+        (metric(&r.1, "bulkload_passes_total") >= 1.0).then_some(())
     });
+    // A file waiting (written after the pass; the next is an hour away).
+    fs::write(home.pickup("acme", "production").join("loans.json"), "[]").unwrap();
+    let (code, text) = http_get(mport, "/metrics");
     assert_eq!(code, 200);
     let l = r#"{env="sandbox",lender="acme""#;
     assert_eq!(
-        metric(&text, &format!(r#"bulkload_loads_total{l},outcome="problems",source="SFTP"}}"#)),
+        metric(
+            &text,
+            &format!(r#"bulkload_loads_total{l},outcome="problems",source="SFTP"}}"#)
+        ),
         1.0
     );
     assert_eq!(
-        metric(&text, &format!(r#"bulkload_records_total{l},mode="create",outcome="success"}}"#)),
+        metric(
+            &text,
+            &format!(r#"bulkload_records_total{l},mode="create",outcome="success"}}"#)
+        ),
         1.0
     );
     assert_eq!(
-        metric(&text, &format!(r#"bulkload_records_total{l},mode="create",outcome="failure"}}"#)),
+        metric(
+            &text,
+            &format!(r#"bulkload_records_total{l},mode="create",outcome="failure"}}"#)
+        ),
         1.0
     );
     assert_eq!(
-        metric(&text, &format!(r#"bulkload_records_total{l},mode="unknown",outcome="failure"}}"#)),
+        metric(
+            &text,
+            &format!(r#"bulkload_records_total{l},mode="unknown",outcome="failure"}}"#)
+        ),
         1.0
     );
     assert_eq!(
-        metric(&text, r#"bulkload_loads_total{env="sandbox",lender="beta",outcome="refused",source="SFTP"}"#),
+        metric(
+            &text,
+            r#"bulkload_loads_total{env="sandbox",lender="beta",outcome="refused",source="SFTP"}"#
+        ),
         1.0
     );
     assert_eq!(
-        metric(&text, r#"bulkload_pickup_files{env="production",lender="acme"}"#),
+        metric(
+            &text,
+            r#"bulkload_pickup_files{env="production",lender="acme"}"#
+        ),
         1.0
     );
-    assert_eq!(metric(&text, "bulkload_pass_duration_seconds_count"), metric(&text, "bulkload_passes_total"));
+    assert_eq!(
+        metric(&text, "bulkload_pass_duration_seconds_count"),
+        metric(&text, "bulkload_passes_total")
+    );
     assert_eq!(metric(&text, "bulkload_sftp_sessions"), 0.0);
-    if require(have("promtool", &["--version"]), "promtool (Debian's prometheus)") {
+    if require(
+        have("promtool", &["--version"]),
+        "promtool (Debian's prometheus)",
+    ) {
         let mut p = Command::new("promtool")
             .args(["check", "metrics"])
             .stdin(Stdio::piped())
@@ -438,21 +508,34 @@ fn metrics_pass_promtool_and_match_a_known_pass() {
 
 #[test]
 fn email_reaches_an_smtp_server_on_loopback() {
-    if !require(have("python3", &["-c", "import aiosmtpd"]), "python3-aiosmtpd") {
+    if !require(
+        have("python3", &["-c", "import aiosmtpd"]),
+        "python3-aiosmtpd",
+    ) {
         return;
     }
     let port = free_port();
     let spool = tempfile::tempdir().unwrap();
     let mut smtp = Daemon(
         Command::new("python3")
-            .args(["-m", "aiosmtpd", "-n", "-l", &format!("127.0.0.1:{port}"), "-c", "aiosmtpd.handlers.Mailbox"])
+            .args([
+                "-m",
+                "aiosmtpd",
+                "-n",
+                "-l",
+                &format!("127.0.0.1:{port}"),
+                "-c",
+                "aiosmtpd.handlers.Mailbox",
+            ])
             .arg(spool.path().join("mbox"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap(),
     );
-    wait_for("the SMTP server", 10, || TcpStream::connect(("127.0.0.1", port)).ok());
+    wait_for("the SMTP server", 10, || {
+        TcpStream::connect(("127.0.0.1", port)).ok()
+    });
     let home = home_with(
         "notify_email = [\"ops@acme.example\"]",
         &format!("[smtp]\nhost = \"127.0.0.1\"\nport = {port}\ntls = \"none\"\nfrom = \"bulkload@example.org\"\n"),
@@ -466,15 +549,24 @@ fn email_reaches_an_smtp_server_on_loopback() {
         fs::read_to_string(f.path()).ok()
     });
     assert!(mail.contains("To: ops@acme.example"), "{mail}");
-    assert!(mail.contains("Subject: bulkload sandbox/acme: employees.json load 1"), "{mail}");
-    assert!(mail.contains(&result_name), "the result is attached: {mail}");
+    assert!(
+        mail.contains("Subject: bulkload sandbox/acme: employees.json load 1"),
+        "{mail}"
+    );
+    assert!(
+        mail.contains(&result_name),
+        "the result is attached: {mail}"
+    );
     assert!(mail.contains("NumCreateSuccess: 1"), "{mail}");
     let _ = smtp.0.kill();
 }
 
 #[test]
 fn retention_prunes_old_files_but_never_a_last_file() {
-    let home = home_with("", "[retention]\nprocessed_days = 7\nresults_days = 7\nproblems_days = 7\n");
+    let home = home_with(
+        "",
+        "[retention]\nprocessed_days = 7\nresults_days = 7\nproblems_days = 7\n",
+    );
     let imp = home.import("acme", "sandbox");
     home.pickup("acme", "sandbox");
     for d in ["processed", "results"] {
@@ -490,21 +582,24 @@ fn retention_prunes_old_files_but_never_a_last_file() {
         fs::write(imp.join(f), "[]").unwrap();
     }
     for f in old {
-        let st = Command::new("touch").args(["-d", "30 days ago"]).arg(imp.join(f)).status().unwrap();
+        let st = Command::new("touch")
+            .args(["-d", "30 days ago"])
+            .arg(imp.join(f))
+            .status()
+            .unwrap();
         assert!(st.success());
     }
-    let out = home
-        .run_command()
-        .env("RUST_LOG", "info")
-        .output()
-        .unwrap();
+    let out = home.run_command().env("RUST_LOG", "info").output().unwrap();
     assert!(out.status.success());
     let log = String::from_utf8_lossy(&out.stderr);
     assert!(imp.join(old[0]).exists(), "a .last file is never removed");
     assert!(!imp.join(old[1]).exists());
     assert!(!imp.join(old[2]).exists());
     assert!(imp.join(new[0]).exists());
-    assert!(log.contains("retention: removed") && log.contains("employees.20200101000000000.json"), "{log}");
+    assert!(
+        log.contains("retention: removed") && log.contains("employees.20200101000000000.json"),
+        "{log}"
+    );
 }
 
 #[test]
@@ -523,7 +618,14 @@ fn json_logs_carry_the_structured_fields() {
     assert_eq!(v["lender"], "acme");
     assert_eq!(v["file"], "employees.json");
     assert_eq!(v["load"], 1);
-    for k in ["created", "updated", "added", "deleted", "create_failed", "mode_failed"] {
+    for k in [
+        "created",
+        "updated",
+        "added",
+        "deleted",
+        "create_failed",
+        "mode_failed",
+    ] {
         assert!(v.get(k).is_some(), "{k}: {line}");
     }
     assert_eq!(v["create_failed"], 1);
@@ -560,7 +662,10 @@ fn status_reports_waiting_files_and_the_last_load() {
         .output()
         .unwrap();
     let t = String::from_utf8_lossy(&table.stdout);
-    assert!(t.contains("next scheduled pass") && t.contains("1 employees.json"), "{t}");
+    assert!(
+        t.contains("next scheduled pass") && t.contains("1 employees.json"),
+        "{t}"
+    );
 }
 
 #[test]
@@ -577,21 +682,44 @@ fn config_check_names_keys_and_warns() {
     let out = check(&home);
     assert_eq!(out.status.code(), Some(1));
     let o = String::from_utf8_lossy(&out.stdout);
-    assert!(o.contains("missing.pub") && o.contains("does not exist"), "{o}");
-    assert!(o.contains("\"beta\" has neither password_hash nor authorized_keys"), "{o}");
+    assert!(
+        o.contains("missing.pub") && o.contains("does not exist"),
+        "{o}"
+    );
+    assert!(
+        o.contains("\"beta\" has neither password_hash nor authorized_keys"),
+        "{o}"
+    );
 
     let home = home_with("", "");
     let t = fs::read_to_string(&home.config).unwrap();
-    fs::write(&home.config, t.replace("settle_seconds = 0", "settle_seconds = 0\ncron = \"0 * * * *\"")).unwrap();
+    fs::write(
+        &home.config,
+        t.replace(
+            "settle_seconds = 0",
+            "settle_seconds = 0\ncron = \"0 * * * *\"",
+        ),
+    )
+    .unwrap();
     let out = check(&home);
     assert_eq!(out.status.code(), Some(2));
     let e = String::from_utf8_lossy(&out.stderr);
-    assert!(e.contains("[schedule] cron") && e.contains("six fields, seconds first"), "{e}");
+    assert!(
+        e.contains("[schedule] cron") && e.contains("six fields, seconds first"),
+        "{e}"
+    );
     assert_eq!(e.lines().count(), 1, "one error: {e}");
 
     let home = home_with("", "");
     let t = fs::read_to_string(&home.config).unwrap();
-    fs::write(&home.config, t.replace("settle_seconds = 0", "settle_seconds = 0\ncron = \"0 0 0 30 2 *\"")).unwrap();
+    fs::write(
+        &home.config,
+        t.replace(
+            "settle_seconds = 0",
+            "settle_seconds = 0\ncron = \"0 0 0 30 2 *\"",
+        ),
+    )
+    .unwrap();
     let o = String::from_utf8_lossy(&check(&home).stdout).to_string();
     assert!(o.contains("never fires"), "{o}");
 
@@ -602,14 +730,23 @@ fn config_check_names_keys_and_warns() {
     let bad = blocker.join("data");
     let t: String = t
         .lines()
-        .map(|l| if l.starts_with("data_dir") { format!("data_dir = {:?}", bad.display().to_string()) } else { l.to_string() })
+        .map(|l| {
+            if l.starts_with("data_dir") {
+                format!("data_dir = {:?}", bad.display().to_string())
+            } else {
+                l.to_string()
+            }
+        })
         .collect::<Vec<_>>()
         .join("\n");
     fs::write(&home.config, t).unwrap();
     let out = check(&home);
     assert_eq!(out.status.code(), Some(2));
     let e = String::from_utf8_lossy(&out.stderr);
-    assert!(e.contains(&bad.display().to_string()), "names the path: {e}");
+    assert!(
+        e.contains(&bad.display().to_string()),
+        "names the path: {e}"
+    );
 
     let home = home_with("[[lenders.webhooks]]\nurl = \"ftp://x\"\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"", "");
     let e = String::from_utf8_lossy(&check(&home).stderr).to_string();

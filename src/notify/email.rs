@@ -69,11 +69,12 @@ pub async fn send(cfg: &Config, env: &str, d: &Delivery) -> Tried {
     }
     let body = SinglePart::plain(text);
     let msg = match attachment {
-        Some(bytes) => b.multipart(
-            MultiPart::mixed()
-                .singlepart(body)
-                .singlepart(Attachment::new(result_name).body(bytes, ContentType::parse("application/json").expect("valid"))),
-        ),
+        Some(bytes) => b.multipart(MultiPart::mixed().singlepart(body).singlepart(
+            Attachment::new(result_name).body(
+                bytes,
+                ContentType::parse("application/json").expect("valid"),
+            ),
+        )),
         None => b.singlepart(body),
     }
     .map_err(|e| e.to_string())?;
@@ -86,9 +87,7 @@ pub async fn send(cfg: &Config, env: &str, d: &Delivery) -> Tried {
             AsyncSmtpTransport::<Tokio1Executor>::relay(&smtp.host).map_err(|e| e.to_string())?
         }
     };
-    let mut builder = builder
-        .port(smtp.port)
-        .timeout(Some(cfg.notify.timeout));
+    let mut builder = builder.port(smtp.port).timeout(Some(cfg.notify.timeout));
     if let Some(user) = &smtp.username {
         let password = match &smtp.password_file {
             Some(p) => std::fs::read_to_string(p)

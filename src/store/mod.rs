@@ -312,8 +312,12 @@ pub trait LoadTx {
     fn latest_stamp(&mut self, pickup_name: &str) -> Result<Option<String>, StoreError>;
     /// Outbox (issue 13): queues the notifications of this load (`(channel, target)`), committed
     /// with it.
-    fn enqueue(&mut self, event: &str, targets: &[(&str, String)], now: f64)
-        -> Result<(), StoreError>;
+    fn enqueue(
+        &mut self,
+        event: &str,
+        targets: &[(&str, String)],
+        now: f64,
+    ) -> Result<(), StoreError>;
     /// Records the outcome and commits: from here on the load counts as applied.
     fn complete(
         self: Box<Self>,

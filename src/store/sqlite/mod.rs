@@ -12,8 +12,8 @@ use rusqlite::{
 use std::path::Path;
 
 use super::{
-    Attempt, Delivery, AccountKind, Found, Key, Link, LoadKey, LoadRow, LoadTx, RowId, Source, Store, StoreError,
-    Table, Value, Written,
+    AccountKind, Attempt, Delivery, Found, Key, Link, LoadKey, LoadRow, LoadTx, RowId, Source,
+    Store, StoreError, Table, Value, Written,
 };
 use crate::config::{StoreConfig, Synchronous};
 use crate::problem::Problem;
