@@ -1241,6 +1241,75 @@ mod tests {
         assert!(e.to_string().contains("max_startups"), "{e}");
     }
 
+    fn with(extra_lender: &str, extra: &str) -> Result<Config, ConfigError> {
+        let text = EXAMPLE_CONFIG.replacen(
+            "partner_dedupe = false\n",
+            &format!("partner_dedupe = false\n{extra_lender}\n"),
+            1,
+        );
+        Config::parse(&format!("{text}\n{extra}\n"), "test", Path::new("."))
+    }
+
+    #[test]
+    fn webhooks_and_smtp() {
+        let hook = "[[lenders.webhooks]]\nurl = \"https://x.example/h\"\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"";
+        let c = with(hook, "").unwrap();
+        let w = &c.lenders[0].webhooks[0];
+        assert_eq!(w.secret.0.len(), 24);
+        assert_eq!(w.events, vec![EVENT_LOAD_FINISHED.to_string()]);
+        assert!(!format!("{c:?}").contains("MfKQ9r8"), "secrets redacted");
+        let e = with(&hook.replace("whsec_MfKQ", "whsec_!!"), "")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("lender \"demo\": webhooks[0]") && e.contains("base64"),
+            "{e}"
+        );
+        let e = with("notify_email = [\"ops@x.example\"]", "")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("notify_email needs an [smtp] section"), "{e}");
+        let c = with(
+            "notify_email = [\"ops@x.example\"]",
+            "[smtp]\nhost = \"h\"\ntls = \"tls\"\nfrom = \"b@x.example\"",
+        )
+        .unwrap();
+        assert_eq!(c.smtp.unwrap().port, 465);
+        let e = with(
+            "",
+            "[smtp]\nhost = \"h\"\ntls = \"ssl\"\nfrom = \"b@x.example\"",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("[smtp] tls = \"ssl\""), "{e}");
+    }
+
+    #[test]
+    fn ops_defaults_and_errors() {
+        let c = Config::embedded().unwrap();
+        assert_eq!(c.notify.retry_base, std::time::Duration::from_secs(10));
+        assert_eq!(c.notify.timeout, std::time::Duration::from_secs(10));
+        assert_eq!(c.notify.give_up, std::time::Duration::from_secs(24 * 3600));
+        assert_eq!(c.retention.processed_days, 90);
+        assert_eq!(c.log.format, LogFormat::Text);
+        assert!(c.metrics.listen.is_none());
+        let e = Config::parse(
+            &EXAMPLE_CONFIG.replace("cron = \"0 0 * * * *\"", "cron = \"0 * * * *\""),
+            "t",
+            Path::new("."),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("[schedule] cron") && e.contains("six fields, seconds first"),
+            "{e}"
+        );
+        let e = with("", "[metrics]\nlisten = \"localhost\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("[metrics] listen"), "{e}");
+    }
+
     #[test]
     fn secret_debug_is_redacted() {
         let s = Secret::new("hunter2");

@@ -148,12 +148,14 @@ pub async fn run(cfg: Arc<Config>, wake: Arc<tokio::sync::Notify>, cancel: Cance
     }
 }
 
-/// Tries every due row once and returns (for `bulkload run`, which has no daemon: rows left
-/// pending are tried again by the next run, or by a daemon).
+/// Tries every due row once, all at the same time, and returns (for `bulkload run`, which has
+/// no daemon: rows left pending are tried again by the next run, or by a daemon).
 pub async fn deliver_due_once(cfg: &Config) {
     let Ok(http) = webhook::client(cfg) else {
         return;
     };
+    let cfg = Arc::new(cfg.clone());
+    let mut tries = tokio::task::JoinSet::new();
     for env in &cfg.environments {
         let path = layout::store_path(&cfg.data_dir, env);
         if !path.exists() {
@@ -166,19 +168,12 @@ pub async fn deliver_due_once(cfg: &Config) {
                 continue;
             }
         };
-        let tries = due.into_iter().map(|d| deliver(cfg, env, &http, d));
-        one_after_another(tries).await;
+        for d in due {
+            let (cfg, env, http) = (cfg.clone(), env.clone(), http.clone());
+            tries.spawn(async move { deliver(&cfg, &env, &http, d).await });
+        }
     }
-}
-
-async fn one_after_another<F: std::future::Future<Output = ()>>(futs: impl Iterator<Item = F>) {
-    let mut set = Vec::new();
-    for f in futs {
-        set.push(Box::pin(f));
-    }
-    for f in set {
-        f.await;
-    }
+    while tries.join_next().await.is_some() {}
 }
 
 /// One try of one row, and its bookkeeping.
