@@ -16,6 +16,27 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// The example config's hash of "demo".
+const DEMO_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$1hCcitXgv2qH/9J8P2cwkQ$1aAuL39/fIukMq/gfXE7XTDDsAAcau76te9H7gms9Eo";
+
+/// Logs in as acme with a wrong password (refused), then with "demo", and uploads `[]` as
+/// production/import/pickup/loans.json.
+const PARAMIKO_UPLOAD: &str = r#"
+import sys, io, paramiko
+port = int(sys.argv[1])
+t = paramiko.Transport(("127.0.0.1", port))
+t.connect()
+try:
+    t.auth_password("acme", "wrong")
+except paramiko.AuthenticationException:
+    pass
+t.auth_password("acme", "demo")
+s = paramiko.SFTPClient.from_transport(t)
+s.putfo(io.BytesIO(b"[]"), "/production/import/pickup/loans.json", confirm=False)
+s.close()
+t.close()
+"#;
+
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
 #[derive(Debug, Clone)]
@@ -413,7 +434,12 @@ fn metric(text: &str, series: &str) -> f64 {
 #[test]
 fn metrics_pass_promtool_and_match_a_known_pass() {
     let mport = free_port();
-    let home = home_with("", &ops_section(free_port(), mport, 1.0));
+    let sport = free_port();
+    // acme's password is "demo" (the example config's hash).
+    let home = home_with(
+        &format!("password_hash = {DEMO_HASH:?}"),
+        &ops_section(sport, mport, 1.0),
+    );
     drop_file(&home);
     fs::write(home.pickup("beta", "sandbox").join("notes.txt"), "x").unwrap();
     let _d = serve(&home);
@@ -432,9 +458,35 @@ fn metrics_pass_promtool_and_match_a_known_pass() {
         let r = http_get(mport, "/metrics");
         (metric(&r.1, "bulkload_passes_total") >= 1.0).then_some(())
     });
-    // A file waiting (written after the pass; the next is an hour away).
-    fs::write(home.pickup("acme", "production").join("loans.json"), "[]").unwrap();
-    let (code, text) = http_get(mport, "/metrics");
+    // A file waiting (written after the pass; the next is an hour away), uploaded over SFTP
+    // after one failed login.
+    let sftp_ok = require(have("python3", &["-c", "import paramiko"]), "paramiko");
+    if sftp_ok {
+        let st = Command::new("python3")
+            .arg("-c")
+            .arg(PARAMIKO_UPLOAD)
+            .arg(sport.to_string())
+            .status()
+            .unwrap();
+        assert!(st.success(), "paramiko upload");
+    } else {
+        fs::write(home.pickup("acme", "production").join("loans.json"), "[]").unwrap();
+    }
+    let (code, text) = wait_for("the session closed", 10, || {
+        let r = http_get(mport, "/metrics");
+        (metric(&r.1, "bulkload_sftp_sessions") == 0.0).then_some(r)
+    });
+    if sftp_ok {
+        let logins = |m: &str, o: &str| {
+            metric(
+                &text,
+                &format!(r#"bulkload_sftp_logins_total{{method="{m}",outcome="{o}"}}"#),
+            )
+        };
+        assert_eq!(logins("password", "success"), 1.0);
+        assert_eq!(logins("password", "failure"), 1.0);
+        assert_eq!(metric(&text, "bulkload_upload_bytes_total"), 2.0);
+    }
     assert_eq!(code, 200);
     let l = r#"{env="sandbox",lender="acme""#;
     assert_eq!(
@@ -751,4 +803,47 @@ fn config_check_names_keys_and_warns() {
     let home = home_with("[[lenders.webhooks]]\nurl = \"ftp://x\"\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"", "");
     let e = String::from_utf8_lossy(&check(&home).stderr).to_string();
     assert!(e.contains("lender \"acme\": webhooks[0].url"), "{e}");
+}
+
+#[test]
+fn a_delivery_given_up_is_marked_failed_and_counted() {
+    let (url, got) = receiver(usize::MAX);
+    let mport = free_port();
+    let home = home_with(
+        &webhook_cfg(&url),
+        &ops_section(free_port(), mport, 0.3)
+            .replace("[notify]\n", "[notify]\ngive_up_hours = 0.0003\n"),
+    );
+    drop_file(&home);
+    let _d = serve(&home);
+    let text = wait_for("a failed delivery", 20, || {
+        let r = std::panic::catch_unwind(|| http_get(mport, "/metrics")).ok()?;
+        (metric(
+            &r.1,
+            r#"bulkload_deliveries_total{channel="webhook",outcome="failed"}"#,
+        ) == 1.0)
+            .then_some(r.1)
+    });
+    let tries = got.lock().unwrap().len();
+    assert!(tries >= 2, "retried before giving up: {tries}");
+    assert_eq!(
+        metric(
+            &text,
+            r#"bulkload_deliveries_total{channel="webhook",outcome="retry"}"#
+        ) + 1.0,
+        tries as f64
+    );
+    std::thread::sleep(Duration::from_millis(1000));
+    assert_eq!(got.lock().unwrap().len(), tries, "no try after giving up");
+    let out = Command::new(bin())
+        .args(["status", "--json", "--config"])
+        .arg(&home.config)
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["lenders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|l| l["pending_notifications"] == 0));
 }
