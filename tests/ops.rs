@@ -324,8 +324,13 @@ fn webhook_retries_with_doubling_backoff() {
     }
     let gap1 = reqs[1].at - reqs[0].at;
     let gap2 = reqs[2].at - reqs[1].at;
-    assert!(gap1 >= Duration::from_millis(450), "{gap1:?}");
-    assert!(gap2 >= Duration::from_millis(950), "doubling: {gap2:?}");
+    // Base 0.5 s, polled every 50 ms: the first retry after 0.45-0.5 s, the second 0.95-1 s.
+    assert!(gap1 >= Duration::from_millis(400), "{gap1:?}");
+    assert!(gap2 >= Duration::from_millis(900), "doubling: {gap2:?}");
+    assert!(
+        gap2 > gap1 + Duration::from_millis(300),
+        "doubling: {gap1:?} then {gap2:?}"
+    );
     std::thread::sleep(Duration::from_millis(2500));
     assert_eq!(
         got.lock().unwrap().len(),
@@ -652,6 +657,25 @@ fn retention_prunes_old_files_but_never_a_last_file() {
         log.contains("retention: removed") && log.contains("employees.20200101000000000.json"),
         "{log}"
     );
+    // Problems: a load with problems, made old, loses its problem rows on the next pass.
+    drop_file(&home);
+    home.run();
+    let db = rusqlite::Connection::open(home.data.join("db/sandbox.sqlite3")).unwrap();
+    let problems = || -> i64 {
+        db.query_row("SELECT count(*) FROM load_problems", [], |r| r.get(0))
+            .unwrap()
+    };
+    assert_eq!(problems(), 2);
+    db.execute(
+        "UPDATE bulk_loads SET ended_at = '2000-01-01T00:00:00.000Z'",
+        [],
+    )
+    .unwrap();
+    let out = home.run_command().env("RUST_LOG", "info").output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(problems(), 0);
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .contains("retention: removed the problems of old loads"));
 }
 
 #[test]

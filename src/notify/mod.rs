@@ -87,6 +87,17 @@ pub fn backoff(base: Duration, attempts: i64) -> Duration {
     base.saturating_mul(1u32 << exp)
 }
 
+/// How often the sender looks for due rows: a tenth of the retry base, between 50 ms and 1 s.
+pub fn poll_interval(base: Duration) -> Duration {
+    (base / 10).clamp(Duration::from_millis(50), Duration::from_secs(1))
+}
+
+/// When the next try is due after `attempts` failed tries: the backoff less one poll interval,
+/// so that the try itself happens within the backoff (the first within 10 s by default).
+pub fn retry_delay(base: Duration, attempts: i64) -> Duration {
+    backoff(base, attempts).saturating_sub(poll_interval(base))
+}
+
 /// What one try of one channel says.
 pub type Tried = Result<(), String>;
 
@@ -100,11 +111,7 @@ pub async fn run(cfg: Arc<Config>, wake: Arc<tokio::sync::Notify>, cancel: Cance
         }
     };
     let in_flight: Arc<Mutex<HashSet<(String, i64)>>> = Arc::default();
-    let tick = cfg
-        .notify
-        .retry_base
-        .min(Duration::from_secs(1))
-        .max(Duration::from_millis(50));
+    let tick = poll_interval(cfg.notify.retry_base);
     loop {
         for env in &cfg.environments {
             let due = {
@@ -112,8 +119,8 @@ pub async fn run(cfg: Arc<Config>, wake: Arc<tokio::sync::Notify>, cancel: Cance
                 let env = env.clone();
                 tokio::task::spawn_blocking(move || -> Result<Vec<Delivery>, StoreError> {
                     let path = layout::store_path(&cfg.data_dir, &env);
-                    if !path.exists() {
-                        return Ok(Vec::new());
+                    if !store::sqlite::is_current(&path) {
+                        return Ok(Vec::new()); // not created (or migrated) by a pass yet
                     }
                     store::open(&path, cfg.store)?.due_deliveries(now(), 64)
                 })
@@ -158,7 +165,7 @@ pub async fn deliver_due_once(cfg: &Config) {
     let mut tries = tokio::task::JoinSet::new();
     for env in &cfg.environments {
         let path = layout::store_path(&cfg.data_dir, env);
-        if !path.exists() {
+        if !store::sqlite::is_current(&path) {
             continue;
         }
         let due = match store::open(&path, cfg.store).and_then(|s| s.due_deliveries(now(), 1000)) {
@@ -197,7 +204,7 @@ async fn deliver(cfg: &Config, env: &str, http: &reqwest::Client, d: Delivery) {
             (Attempt::Delivered, "delivered")
         }
         Err(error) => {
-            let next_at = t + backoff(cfg.notify.retry_base, attempts).as_secs_f64();
+            let next_at = t + retry_delay(cfg.notify.retry_base, attempts).as_secs_f64();
             if next_at > d.created_at + cfg.notify.give_up.as_secs_f64() {
                 tracing::error!(env, lender = %d.load.lender, load = d.load.id, channel = %d.channel,
                     target = %d.target, attempts, %error, "notification failed: given up");
@@ -233,5 +240,8 @@ mod tests {
         assert_eq!(backoff(b, 1), Duration::from_secs(10));
         assert_eq!(backoff(b, 2), Duration::from_secs(20));
         assert_eq!(backoff(b, 4), Duration::from_secs(80));
+        // The default: polled every second, the first retry due 9 s after, tried by 10 s.
+        assert_eq!(poll_interval(b), Duration::from_secs(1));
+        assert_eq!(retry_delay(b, 1), Duration::from_secs(9));
     }
 }

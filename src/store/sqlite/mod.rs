@@ -27,6 +27,14 @@ const MIGRATIONS: &[&str] = &[
     include_str!("schema_v4.sql"),
 ];
 
+/// Whether the store at `path` exists with every migration applied: the notification sender
+/// opens only such a store, so it never migrates one a pass is creating (issue 13).
+pub fn is_current(path: &Path) -> bool {
+    rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .and_then(|c| c.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0)))
+        .is_ok_and(|v| v == MIGRATIONS.len() as i64)
+}
+
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
         StoreError::Backend(e.to_string())
