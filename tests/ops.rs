@@ -565,16 +565,19 @@ fn metrics_pass_promtool_and_match_a_known_pass() {
 
 #[test]
 fn email_reaches_an_smtp_server_on_loopback() {
-    if !require(
-        have("python3", &["-c", "import aiosmtpd"]),
-        "python3-aiosmtpd",
-    ) {
+    // Debian's python3-aiosmtpd serves the system python (/usr/bin/python3), which may not be
+    // the first python3 on PATH.
+    let Some(python) = ["python3", "/usr/bin/python3"]
+        .into_iter()
+        .find(|p| have(p, &["-c", "import aiosmtpd"]))
+    else {
+        require(false, "python3-aiosmtpd");
         return;
-    }
+    };
     let port = free_port();
     let spool = tempfile::tempdir().unwrap();
     let mut smtp = Daemon(
-        Command::new("python3")
+        Command::new(python)
             .args([
                 "-m",
                 "aiosmtpd",
