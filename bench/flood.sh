@@ -78,6 +78,7 @@ start_bulkload() {
   echo "bulkload did not start"; cat "$W/bulkload.log"; exit 1
 }
 start_sshd() {
+  mkdir -p /run/sshd
   /usr/sbin/sshd -D -f "$W/sshd_config" -E "$W/sshd.log" &
   SSHD_PID=$!
   sleep 1
@@ -105,8 +106,9 @@ for entry in "${SCENARIOS[@]}"; do
     # shellcheck disable=SC2086
     line=$(python3 "$CLIENT" --port $port --pid $pid --user $user --list-dir $dir \
       --legit-key "$W/client_key" --duration "$DURATION" --warmup 5 --logins 5 $flood flood \
-      || echo '{"error": "client failed"}')
+      2>>"$W/client.log" || echo '{"error": "client failed"}')
     echo "{\"server\": \"$server\", \"scenario\": \"$name\", \"result\": $line}" | tee -a "$W/results.jsonl"
+    if [ $server = sshd ] && ! kill -0 "$pid" 2>/dev/null; then echo "sshd died:"; cat "$W/sshd.log"; fi
     stop "$pid"
     sleep 2
   done

@@ -99,7 +99,9 @@ struct RawSchedule {
     #[serde(default)]
     on_upload: bool,
     #[serde(default = "default_debounce")]
-    on_upload_delay_seconds: u64,
+    on_upload_delay_seconds: f64,
+    #[serde(default = "default_max_debounce")]
+    on_upload_max_delay_seconds: f64,
 }
 impl Default for RawSchedule {
     fn default() -> Self {
@@ -108,6 +110,7 @@ impl Default for RawSchedule {
             settle_seconds: default_settle(),
             on_upload: false,
             on_upload_delay_seconds: default_debounce(),
+            on_upload_max_delay_seconds: default_max_debounce(),
         }
     }
 }
@@ -117,8 +120,13 @@ fn default_cron() -> String {
 fn default_settle() -> u64 {
     30
 }
-fn default_debounce() -> u64 {
-    5
+/// Quiet time after a lender's last upload before its pass (a burst becomes one pass).
+fn default_debounce() -> f64 {
+    0.5
+}
+/// Longest a lender's upload waits for its pass while the lender keeps uploading.
+fn default_max_debounce() -> f64 {
+    2.0
 }
 
 #[derive(Debug, Deserialize)]
@@ -433,6 +441,8 @@ pub struct Config {
     pub store: StoreConfig,
     pub lenders: Vec<Lender>,
     pub lookups: Lookups,
+    /// The file this was read from (`None`: the embedded example); what SIGHUP rereads.
+    pub source: Option<PathBuf>,
     // Operations (issue 13).
     pub smtp: Option<Smtp>,
     pub notify: Notify,
@@ -518,7 +528,10 @@ pub struct Schedule {
     pub cron: String,
     pub settle_seconds: u64,
     pub on_upload: bool,
-    pub on_upload_delay_seconds: u64,
+    /// Quiet time after a lender's last upload before its pass (fractions allowed).
+    pub on_upload_delay_seconds: f64,
+    /// Longest an upload waits for its pass while its lender keeps uploading.
+    pub on_upload_max_delay_seconds: f64,
 }
 
 #[derive(Debug, Clone)]
@@ -541,7 +554,9 @@ pub struct Sftp {
 }
 
 /// OpenSSH's `MaxStartups start:rate:full`: with `start` or more connections not yet logged
-/// in, a new one is dropped with probability `rate`%, rising linearly to 100% at `full`.
+/// in, a new one is dropped with probability `rate`%, rising linearly to 100% at `full`
+/// (the daemon applies it to addresses that already have a connection pending; see
+/// `sftp::auth::Pending`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MaxStartups {
     pub start: usize,
@@ -761,7 +776,9 @@ impl Config {
             .parent()
             .map(Path::to_path_buf)
             .unwrap_or_else(|| PathBuf::from("."));
-        Self::parse(&text, &path.display().to_string(), &base)
+        let mut cfg = Self::parse(&text, &path.display().to_string(), &base)?;
+        cfg.source = Some(path.to_path_buf());
+        Ok(cfg)
     }
 
     /// The embedded example configuration; relative paths resolve against the working folder.
@@ -837,6 +854,28 @@ impl Config {
                 raw.sftp.max_startups
             )));
         };
+        for (key, v) in [
+            (
+                "on_upload_delay_seconds",
+                raw.schedule.on_upload_delay_seconds,
+            ),
+            (
+                "on_upload_max_delay_seconds",
+                raw.schedule.on_upload_max_delay_seconds,
+            ),
+        ] {
+            if !(0.0..=86_400.0).contains(&v) {
+                return Err(invalid(format!(
+                    "[schedule] {key} = {v}: expected 0 to 86400 seconds"
+                )));
+            }
+        }
+        if raw.schedule.on_upload_max_delay_seconds < raw.schedule.on_upload_delay_seconds {
+            return Err(invalid(
+                "[schedule] on_upload_max_delay_seconds must be at least on_upload_delay_seconds"
+                    .into(),
+            ));
+        }
         if raw.sftp.max_sessions_per_lender == 0 {
             return Err(invalid(
                 "[sftp] max_sessions_per_lender must be at least 1".into(),
@@ -994,6 +1033,7 @@ impl Config {
                 settle_seconds: raw.schedule.settle_seconds,
                 on_upload: raw.schedule.on_upload,
                 on_upload_delay_seconds: raw.schedule.on_upload_delay_seconds,
+                on_upload_max_delay_seconds: raw.schedule.on_upload_max_delay_seconds,
             },
             sftp: Sftp {
                 listen: raw.sftp.listen,
@@ -1024,6 +1064,7 @@ impl Config {
             metrics: ops.metrics,
             log: ops.log,
             retention: ops.retention,
+            source: None,
         })
     }
 
@@ -1193,6 +1234,61 @@ fn resolve_ops(
     })
 }
 
+// ---------------------------------------------------------------------------------------------
+// Reload (SIGHUP): the config a running daemon reads, swapped whole.
+
+/// The current configuration of a running daemon: read with `get` (a snapshot that stays
+/// consistent for as long as it is held), replaced whole with `set` on reload.
+pub struct LiveConfig(std::sync::RwLock<std::sync::Arc<Config>>);
+
+impl LiveConfig {
+    pub fn new(cfg: std::sync::Arc<Config>) -> Self {
+        LiveConfig(std::sync::RwLock::new(cfg))
+    }
+
+    pub fn get(&self) -> std::sync::Arc<Config> {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn set(&self, cfg: std::sync::Arc<Config>) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = cfg;
+    }
+}
+
+impl Config {
+    /// Rereads the file this config came from, for a reload. Settings a running daemon cannot
+    /// change (the listening address, the data folder, the host key, the environments, the
+    /// store) are kept from `self`; the returned notes name each one that differed.
+    pub fn reread(&self) -> Result<(Config, Vec<String>), ConfigError> {
+        let mut new = match &self.source {
+            Some(p) => Config::load(p)?,
+            None => Config::embedded()?,
+        };
+        let mut notes = Vec::new();
+        if new.sftp.listen != self.sftp.listen {
+            notes.push(format!(
+                "[sftp] listen changed to {:?}: takes effect at the next restart",
+                new.sftp.listen
+            ));
+            new.sftp.listen = self.sftp.listen.clone();
+        }
+        if new.sftp.host_key != self.sftp.host_key {
+            notes.push("[sftp] host_key changed: takes effect at the next restart".into());
+            new.sftp.host_key = self.sftp.host_key.clone();
+        }
+        if new.data_dir != self.data_dir {
+            notes.push("data_dir changed: takes effect at the next restart".into());
+            new.data_dir = self.data_dir.clone();
+        }
+        if new.environments != self.environments {
+            notes.push("environments changed: take effect at the next restart".into());
+            new.environments = self.environments.clone();
+        }
+        new.store = self.store;
+        Ok((new, notes))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1308,6 +1404,49 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("[metrics] listen"), "{e}");
+    }
+
+    #[test]
+    fn reread_takes_lenders_and_schedule_and_keeps_what_needs_a_restart() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("c.toml");
+        let lender = "[[lenders]]\nid = \"LID\"\n[[lenders.divisions]]\nthread_id = \"0123456789abcdef0123456789abcdef\"\nsystem_name = \"a\"\neditable_name = \"A\"\n";
+        std::fs::write(
+            &p,
+            format!(
+                "[sftp]\nlisten = \"127.0.0.1:1\"\n{}",
+                lender.replace("LID", "a")
+            ),
+        )
+        .unwrap();
+        let old = Config::load(&p).unwrap();
+        assert_eq!(old.source.as_deref(), Some(p.as_path()));
+        std::fs::write(
+            &p,
+            format!(
+                "data_dir = \"elsewhere\"\n[schedule]\non_upload = true\non_upload_delay_seconds = 0.25\n[sftp]\nlisten = \"127.0.0.1:2\"\n{}{}",
+                lender.replace("LID", "a"),
+                lender.replace("LID", "b").replace("cdef\"", "cdee\"")
+            ),
+        )
+        .unwrap();
+        let (new, notes) = old.reread().unwrap();
+        assert_eq!(new.lenders.len(), 2);
+        assert!(new.schedule.on_upload);
+        assert_eq!(new.schedule.on_upload_delay_seconds, 0.25);
+        assert_eq!(new.sftp.listen, "127.0.0.1:1");
+        assert_eq!(new.data_dir, old.data_dir);
+        // listen, data_dir, and the host key (its default follows data_dir).
+        assert_eq!(notes.len(), 3, "{notes:?}");
+        assert_eq!(new.sftp.host_key, old.sftp.host_key);
+        std::fs::write(&p, "garbage = [").unwrap();
+        assert!(old.reread().is_err());
+        std::fs::write(
+            &p,
+            "[schedule]\non_upload_delay_seconds = 3\non_upload_max_delay_seconds = 1\n",
+        )
+        .unwrap();
+        assert!(old.reread().is_err());
     }
 
     #[test]

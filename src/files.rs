@@ -64,7 +64,16 @@ pub struct PassOptions<'a> {
     pub stop: Option<&'a AtomicBool>,
     /// The daemon's single writer (a pass takes its turn); `None` in a one-shot `bulkload run`.
     pub queue: Option<&'a WriterQueue>,
+    /// Only these lenders' folders (a pass started by their uploads); `None`: every lender.
+    pub lenders: Option<&'a [String]>,
+    /// For pickup files the caller knows are complete (renamed in by the SFTP server on
+    /// close): how much longer to leave them (their client may still be checking them; zero:
+    /// take now), instead of `settle`. `None` from it: `settle` applies.
+    pub complete: Option<&'a CompleteFn<'a>>,
 }
+
+/// See `PassOptions::complete`.
+pub type CompleteFn<'a> = dyn Fn(&Path) -> Option<Duration> + Sync + 'a;
 
 /// What happened to one pickup file.
 #[derive(Debug, Clone)]
@@ -142,6 +151,10 @@ pub struct PassSummary {
     pub skipped: usize,
     /// The pass stopped early on request.
     pub stopped: bool,
+    /// Pickup files left for a later pass because they were younger than the settle time.
+    pub unsettled: usize,
+    /// When the first of the `unsettled` files becomes old enough.
+    pub next_settled: Option<SystemTime>,
 }
 
 /// Runs one pass over every lender and environment. `on_file` hears about each file as it is done.
@@ -170,6 +183,9 @@ pub fn run_pass(
             tracing::warn!(env = %env, error = %e, "retention: cannot prune problems");
         }
         for lender in &cfg.lenders {
+            if opts.lenders.is_some_and(|only| !only.contains(&lender.id)) {
+                continue;
+            }
             let dirs = layout::lender_dirs(&cfg.data_dir, &lender.id, env);
             let mut lp = LenderPass {
                 cfg,
@@ -306,7 +322,25 @@ impl LenderPass<'_, '_> {
                 .ok()
                 .and_then(|m| now.duration_since(m).ok())
                 .unwrap_or(Duration::ZERO);
-            if age < self.opts.settle && !meta.file_type().is_symlink() {
+            let published = self.opts.complete.and_then(|f| f(&entry.path()));
+            let wait = match published {
+                Some(wait) => wait,
+                None if meta.file_type().is_symlink() => Duration::ZERO,
+                None => self.opts.settle.saturating_sub(age),
+            };
+            if !wait.is_zero() {
+                let settled_at = now + wait;
+                self.summary.unsettled += 1;
+                self.summary.next_settled = Some(
+                    self.summary
+                        .next_settled
+                        .map_or(settled_at, |t| t.min(settled_at)),
+                );
+                if published.is_some() {
+                    tracing::debug!(env = self.env, lender = %self.lender.id, file = %name, wait_ms = wait.as_millis() as u64, "upload left for a moment: its client touched it lately");
+                } else {
+                    tracing::info!(env = self.env, lender = %self.lender.id, file = %name, age_ms = age.as_millis() as u64, settle_seconds = self.opts.settle.as_secs(), "file left for a later pass: younger than the settle time");
+                }
                 continue;
             }
             names.push(name);

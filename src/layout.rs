@@ -2,7 +2,8 @@
 //!
 //! Owns: the folder tree of a lender and environment, the private work folder a pass claims files
 //! into, store paths, which pickup names are ignored, the record type named by a file's prefix,
-//! and the processed / result names with their `yyyyMMddHHmmssfff` timestamps.
+//! the processed / result names with their `yyyyMMddHHmmssfff` timestamps, and the longest pickup
+//! name (`MAX_PICKUP_NAME_BYTES`) for which every name derived from it fits the file system.
 //! Must not: read or write files (beyond `ensure_tree`), or know anything about records' content.
 
 use chrono::{DateTime, Utc};
@@ -11,8 +12,8 @@ use std::path::{Path, PathBuf};
 
 use crate::records::Kind;
 
-/// The four locations of `{environment}/import/{location}`.
-pub const LOCATIONS: [&str; 4] = ["pickup", "processed", "results", "lookups"];
+/// The locations of `{environment}/import/{location}`.
+pub const LOCATIONS: [&str; 5] = ["pickup", "processed", "results", "lookups", "validate"];
 
 /// Paths of one lender in one environment.
 #[derive(Debug, Clone)]
@@ -23,6 +24,8 @@ pub struct LenderDirs {
     pub processed: PathBuf,
     pub results: PathBuf,
     pub lookups: PathBuf,
+    /// Dry runs: a lender uploads here (as into `pickup/`) to have a file checked, not applied.
+    pub validate: PathBuf,
     /// `data_dir/work/<environment>/<lender>`: where a pass claims the file it applies. Outside
     /// the lender's home, on the same file system as `pickup` (claiming is a rename).
     pub work: PathBuf,
@@ -40,6 +43,7 @@ pub fn lender_dirs(data_dir: &Path, lender: &str, env: &str) -> LenderDirs {
         processed: import.join("processed"),
         results: import.join("results"),
         lookups: import.join("lookups"),
+        validate: import.join("validate"),
         work: data_dir.join("work").join(env).join(lender),
         home,
     }
@@ -53,6 +57,7 @@ impl LenderDirs {
             &self.processed,
             &self.results,
             &self.lookups,
+            &self.validate,
             &self.work,
         ] {
             std::fs::create_dir_all(d)?;
@@ -102,10 +107,11 @@ const fn max_derived_overhead() -> usize {
     m
 }
 
-/// Names a pass never picks up: hidden names and the usual partial-upload suffixes.
+/// Names a pass never picks up: hidden names and the usual partial-upload suffixes (`.partial`:
+/// rclone's temporary names).
 pub fn is_ignored_name(name: &str) -> bool {
     name.starts_with('.')
-        || [".part", ".tmp", ".filepart"]
+        || [".part", ".tmp", ".filepart", ".partial"]
             .iter()
             .any(|s| name.to_ascii_lowercase().ends_with(s))
 }
@@ -290,6 +296,7 @@ mod tests {
         assert!(is_ignored_name(".hidden.json"));
         assert!(is_ignored_name("loans.json.part"));
         assert!(is_ignored_name("loans.json.FILEPART"));
+        assert!(is_ignored_name("loans.json.3f2a9c1b.partial"));
         assert!(!is_ignored_name("loans.json"));
     }
 

@@ -153,6 +153,7 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
                 progress: true,
                 stop: None,
                 queue: None,
+                ..Default::default()
             };
             // A closed stdout (`bulkload run | head -1`) must not stop the pass: println! would
             // panic after the first file. Summaries are best effort; the logs and results are not.
@@ -174,6 +175,14 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
                 "pass complete: {} file(s) processed, {} blank file(s) discarded, {} skipped",
                 summary.files, summary.discarded, summary.skipped
             );
+            if summary.unsettled > 0 {
+                let _ = writeln!(
+                    out,
+                    "{} file(s) left for a later pass: younger than the settle time ({} s)",
+                    summary.unsettled,
+                    settle.as_secs()
+                );
+            }
             // 1: the pass went through but left files or lenders for the next one (the log and
             // the lines above say why); 2 (an error): it could not complete.
             Ok(if summary.skipped > 0 {

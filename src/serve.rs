@@ -2,8 +2,10 @@
 //!
 //! Owns: the host key (loaded, or generated on first start; RSA refused), the lenders' folder
 //! trees before the first login, removing partial uploads a crash left, binding the listener,
-//! starting the SFTP server, the cron job and the on-upload trigger, and the shutdown order:
-//! stop accepting, disconnect sessions, let the running pass finish its current file, return.
+//! starting the SFTP server, the cron job and the on-upload trigger, reloading the config on
+//! SIGHUP (lenders, keys, passwords, limits, schedule; live sessions kept; a bad file is
+//! logged and the running config kept), and the shutdown order: stop accepting, disconnect
+//! sessions, let the running pass finish its current file, return.
 //! Must not: process files or answer SFTP requests itself, or log a key's secret half.
 
 use std::future::Future;
@@ -16,14 +18,13 @@ use std::time::Duration;
 use russh::keys::ssh_key::{HashAlg, LineEnding};
 use russh::keys::{Algorithm, PrivateKey};
 use tokio::net::TcpListener;
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::Config;
+use crate::config::{Config, LiveConfig};
 use crate::layout;
-use crate::schedule::{self, Passes, ScheduleError};
-use crate::sftp::fs::{remove_stale_uploads, LiveUploads, UploadHook};
+use crate::schedule::{self, Passes, ScheduleError, UploadTrigger};
+use crate::sftp::fs::{remove_stale_uploads, LiveUploads, UploadEvent, UploadHook};
 use crate::sftp::{self, Shared};
 
 /// How long shutdown waits for sessions to close after asking them to.
@@ -116,11 +117,9 @@ fn bound_large_allocations() {
     }
 }
 
-/// Runs the daemon until `shutdown` completes.
-pub async fn serve(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), ServeError> {
-    bound_large_allocations();
-    let cfg = Arc::new(cfg);
-    // Lenders see their folders from the first login on, before any pass ran.
+/// Creates every lender's folder tree (lenders see their folders from the first login on,
+/// before any pass ran).
+fn ensure_trees(cfg: &Config) -> Result<(), ServeError> {
     for lender in &cfg.lenders {
         for env in &cfg.environments {
             layout::lender_dirs(&cfg.data_dir, &lender.id, env)
@@ -131,6 +130,77 @@ pub async fn serve(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<()
                 })?;
         }
     }
+    Ok(())
+}
+
+/// Rereads the config file (SIGHUP) and makes it current. A config that does not load or
+/// validate is logged and the running one kept. Sessions are never dropped: logins read
+/// lenders, keys and passwords from the new config; limits apply from now on (a new
+/// `max_file_bytes` to new sessions).
+async fn reload(
+    live: &LiveConfig,
+    shared: &Shared,
+    passes: &Passes,
+    cron: &mut tokio_cron_scheduler::JobScheduler,
+) {
+    let old = live.get();
+    let (new, notes) = match old.reread() {
+        Ok(x) => x,
+        Err(e) => {
+            tracing::error!(error = %e, "reload refused: the config file is not valid; the running config is kept");
+            return;
+        }
+    };
+    for n in &notes {
+        tracing::warn!("reload: {n}");
+    }
+    if let Err(e) = ensure_trees(&new) {
+        tracing::error!(error = %e, "reload refused; the running config is kept");
+        return;
+    }
+    let cron_changed = new.schedule.cron != old.schedule.cron;
+    let new = Arc::new(new);
+    if cron_changed {
+        // Checked before anything changes: a bad expression keeps the running config whole.
+        let probe = Passes::new(new.clone());
+        match schedule::start_cron(probe).await {
+            Ok(mut s) => {
+                let _ = s.shutdown().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "reload refused; the running config is kept");
+                return;
+            }
+        }
+    }
+    live.set(new.clone());
+    shared.reloaded();
+    if cron_changed {
+        match schedule::start_cron(passes.clone()).await {
+            Ok(s) => {
+                if let Err(e) = cron.shutdown().await {
+                    tracing::warn!(error = %e, "the previous schedule did not stop cleanly");
+                }
+                *cron = s;
+            }
+            Err(e) => tracing::error!(error = %e, "the new schedule could not start"),
+        }
+    }
+    tracing::info!(
+        lenders = new.lenders.len(),
+        cron = %new.schedule.cron,
+        on_upload = new.schedule.on_upload,
+        "config reloaded"
+    );
+}
+
+/// Runs the daemon until `shutdown` completes. SIGHUP reloads the config (`Config::source`).
+pub async fn serve(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), ServeError> {
+    bound_large_allocations();
+    // Installed first: from here on SIGHUP reloads instead of ending the process.
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    let cfg = Arc::new(cfg);
+    ensure_trees(&cfg)?;
     let host_key = load_or_create_host_key(&cfg.sftp.host_key)?;
     // Partial uploads a crash (SIGKILL, power loss) left behind: no session is live yet.
     let live_uploads = LiveUploads::default();
@@ -159,27 +229,45 @@ pub async fn serve(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<()
     };
     let sender = tokio::spawn(crate::notify::run(
         cfg.clone(),
-        Arc::new(Notify::new()),
+        Arc::new(tokio::sync::Notify::new()),
         cancel.clone(),
     ));
-    let passes = Passes::new(cfg.clone()).with_live_uploads(live_uploads.clone());
+    let live = Arc::new(LiveConfig::new(cfg.clone()));
+    let passes = Passes::live(live.clone()).with_live_uploads(live_uploads.clone());
     let mut cron = schedule::start_cron(passes.clone()).await?;
 
-    let uploads = Arc::new(Notify::new());
-    let on_upload: Option<UploadHook> = if cfg.schedule.on_upload {
-        let n = uploads.clone();
-        tracker.spawn(schedule::debounce_uploads(
-            passes.clone(),
-            uploads.clone(),
-            Duration::from_secs(cfg.schedule.on_upload_delay_seconds),
-            cancel.clone(),
-        ));
-        Some(Arc::new(move || n.notify_one()))
-    } else {
-        None
+    // Every upload is recorded as complete (no settle time for it, only a grace while its
+    // client checks it); with `on_upload` (read at each upload: a reload may turn it on or off)
+    // it also asks for a pass of its lender.
+    let trigger = Arc::new(UploadTrigger::default());
+    tracker.spawn(schedule::debounce_uploads(
+        passes.clone(),
+        trigger.clone(),
+        live.clone(),
+        cancel.clone(),
+    ));
+    let on_upload: Option<UploadHook> = {
+        let complete = passes.complete_uploads().clone();
+        let live = live.clone();
+        let trigger = trigger.clone();
+        Some(Arc::new(
+            move |lender: &str, path: &Path, event: UploadEvent| {
+                let pending = match event {
+                    UploadEvent::Published => {
+                        complete.insert(path);
+                        true
+                    }
+                    // A client checking its upload restarts its lender's quiet time.
+                    UploadEvent::Touched => complete.touch(path),
+                };
+                if pending && live.get().schedule.on_upload {
+                    trigger.notify(lender);
+                }
+            },
+        ))
     };
 
-    let shared = Arc::new(Shared::new(cfg.clone(), on_upload, live_uploads));
+    let shared = Arc::new(Shared::live(live.clone(), on_upload, live_uploads));
     let ssh = Arc::new(sftp::ssh_config(&cfg, host_key));
     ready
         .listening
@@ -191,7 +279,7 @@ pub async fn serve(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<()
     let server = tokio::spawn(sftp::accept_loop(
         listener,
         ssh,
-        shared,
+        shared.clone(),
         cancel.clone(),
         tracker.clone(),
     ));
@@ -201,7 +289,24 @@ pub async fn serve(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<()
         tracker.spawn(async move { p.request("startup").await });
     }
 
-    shutdown.await;
+    tokio::pin!(shutdown);
+    loop {
+        let hup = async {
+            match hangup.as_mut() {
+                Some(h) => {
+                    h.recv().await;
+                }
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = &mut shutdown => break,
+            _ = hup => {
+                tracing::info!("SIGHUP: rereading the config");
+                reload(&live, &shared, &passes, &mut cron).await;
+            }
+        }
+    }
     tracing::info!("shutting down: no new logins; the running pass finishes its current file");
     cancel.cancel();
     let _ = server.await;

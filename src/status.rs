@@ -317,7 +317,7 @@ pub fn config_warnings(cfg: &Config) -> Vec<String> {
         }
     }
     let s = &cfg.schedule;
-    if s.on_upload && s.settle_seconds > s.on_upload_delay_seconds {
+    if s.on_upload && s.settle_seconds as f64 > s.on_upload_delay_seconds {
         w.push(format!(
             "[schedule] settle_seconds ({}) is longer than on_upload_delay_seconds ({}): files placed by means other than SFTP wait for a later pass",
             s.settle_seconds, s.on_upload_delay_seconds

@@ -134,7 +134,8 @@ def flood_worker(args, kind, i, stop, counts, lock):
                 what = "handshake"
             elif kind == "stall":
                 t = transport(args, source, timeout=30)
-                what = "held"
+                # Key exchange done (a connection the server left waiting has no remote version).
+                what = "held" if t.remote_version else "waiting"
                 while not stop.is_set() and time.monotonic() < deadline and t.is_active():
                     stop.wait(0.2)
                 if not t.is_active():
@@ -169,11 +170,32 @@ def scenario_flood(args):
     logins = []
     errors = []
     for _ in range(args.logins):
+        # In a process of its own: the flood's threads must not slow the legitimate client.
+        cmd = [sys.executable, os.path.abspath(__file__), "--host", args.host,
+               "--port", str(args.port), "--user", args.user, "--password", args.password,
+               "--legit-source", args.legit_source, "--list-dir", args.list_dir]
+        if args.legit_key:
+            cmd += ["--legit-key", args.legit_key]
+        import subprocess
+        r = subprocess.run(cmd + ["login"], capture_output=True, text=True, timeout=120)
         try:
-            logins.append(legit_login(args, args.legit_source))
-        except Exception as e:  # a failed legitimate login is a result, not a crash
-            errors.append(repr(e))
+            logins.append(json.loads(r.stdout.strip().splitlines()[-1])["seconds"])
+        except Exception:  # a failed legitimate login is a result, not a crash
+            errors.append((r.stderr.strip().splitlines() or ["no output"])[-1][:200])
         time.sleep(0.2)
+    # Answer times of a wrong password for an unknown and for a known user, under the flood.
+    probes = {}
+    if args.probe_users:
+        import subprocess
+        for user, source in (("nobody-such", "127.0.0.3"), (args.user, "127.0.0.4")):
+            r = subprocess.run(
+                [sys.executable, os.path.abspath(__file__), "--host", args.host,
+                 "--port", str(args.port), "--user", user, "--legit-source", source, "probe"],
+                capture_output=True, text=True, timeout=120)
+            try:
+                probes[user] = json.loads(r.stdout.strip().splitlines()[-1])["seconds"]
+            except Exception:
+                probes[user] = None
     stop.set()
     for t in threads:
         t.join(timeout=60)
@@ -186,12 +208,26 @@ def scenario_flood(args):
         "legit_seconds": [round(x, 3) for x in logins],
         "legit_errors": errors,
         "counts": counts,
+        "probe_seconds": probes,
         **stats,
     }))
 
 
 def scenario_login(args):
     print(json.dumps({"seconds": legit_login(args, args.legit_source)}))
+
+
+def scenario_probe(args):
+    """One wrong password for --user; prints the answer time (from the auth request)."""
+    t = transport(args, args.legit_source)
+    t0 = time.monotonic()
+    try:
+        t.auth_password(args.user, "certainly-wrong")
+        ok = True
+    except paramiko.AuthenticationException:
+        ok = False
+    print(json.dumps({"accepted": ok, "seconds": round(time.monotonic() - t0, 3)}))
+    t.close()
 
 
 def scenario_grace(args):
@@ -402,6 +438,7 @@ def main():
     p.add_argument("--duration", type=float, default=30)
     p.add_argument("--warmup", type=float, default=1.0)
     p.add_argument("--logins", type=int, default=3)
+    p.add_argument("--probe-users", action="store_true")
     p.add_argument("--tries", type=int, default=120)
     p.add_argument("--pickup")
     p.add_argument("--size", type=int, default=1 << 20)
@@ -414,6 +451,7 @@ def main():
         "flood": scenario_flood,
         "login": scenario_login,
         "grace": scenario_grace,
+        "probe": scenario_probe,
         "names": scenario_names,
         "race": scenario_race,
         "garbage": scenario_garbage,

@@ -45,20 +45,41 @@ struct Record {
 
 /// Counts failed logins per source address and bans an address that fails too often.
 pub struct Defender {
+    params: Mutex<DefenderParams>,
+    records: Mutex<HashMap<IpAddr, Record>>,
+}
+
+/// The defender's settings (changed on reload).
+#[derive(Clone, Copy)]
+struct DefenderParams {
     max_failures: u32,
     window: Duration,
     ban: Duration,
-    records: Mutex<HashMap<IpAddr, Record>>,
 }
 
 impl Defender {
     pub fn new(max_failures: u32, window: Duration, ban: Duration) -> Self {
         Defender {
+            params: Mutex::new(DefenderParams {
+                max_failures: max_failures.max(1),
+                window,
+                ban,
+            }),
+            records: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Takes new settings (reload); failures already counted stay.
+    pub fn set_params(&self, max_failures: u32, window: Duration, ban: Duration) {
+        *lock(&self.params) = DefenderParams {
             max_failures: max_failures.max(1),
             window,
             ban,
-            records: Mutex::new(HashMap::new()),
-        }
+        };
+    }
+
+    fn params(&self) -> DefenderParams {
+        *lock(&self.params)
     }
 
     pub fn from_config(cfg: &Config) -> Self {
@@ -81,10 +102,11 @@ impl Defender {
     /// Failed logins of `ip` within the window.
     pub fn recent_failures(&self, ip: IpAddr) -> usize {
         let now = Instant::now();
+        let window = self.params().window;
         lock(&self.records).get(&ip).map_or(0, |r| {
             r.failures
                 .iter()
-                .filter(|t| now.duration_since(**t) < self.window)
+                .filter(|t| now.duration_since(**t) < window)
                 .count()
         })
     }
@@ -107,9 +129,9 @@ impl Defender {
     /// (it succeeded) or `ban_if_over` (it failed).
     pub fn count_attempt(&self, ip: IpAddr) {
         let now = Instant::now();
+        let window = self.params().window;
         let mut records = lock(&self.records);
         if records.len() >= MAX_TRACKED_ADDRESSES && !records.contains_key(&ip) {
-            let window = self.window;
             records.retain(|_, r| {
                 r.banned_until.is_some_and(|u| u > now)
                     || r.failures.back().is_some_and(|t| now - *t < window)
@@ -119,7 +141,7 @@ impl Defender {
         while r
             .failures
             .front()
-            .is_some_and(|t| now.duration_since(*t) >= self.window)
+            .is_some_and(|t| now.duration_since(*t) >= window)
         {
             r.failures.pop_front();
         }
@@ -129,13 +151,14 @@ impl Defender {
     /// Bans `ip` when its failures in the window reached the limit; true when it did.
     pub fn ban_if_over(&self, ip: IpAddr) -> bool {
         let now = Instant::now();
+        let p = self.params();
         let mut records = lock(&self.records);
         let Some(r) = records.get_mut(&ip) else {
             return false;
         };
-        if r.failures.len() >= self.max_failures as usize {
+        if r.failures.len() >= p.max_failures as usize {
             r.failures.clear();
-            r.banned_until = Some(now + self.ban);
+            r.banned_until = Some(now + p.ban);
             crate::metrics::get().bans_total.inc();
             true
         } else {
@@ -147,7 +170,7 @@ impl Defender {
 /// Live sessions per lender, capped.
 #[derive(Clone)]
 pub struct SessionCounter {
-    max: usize,
+    max: Arc<std::sync::atomic::AtomicUsize>,
     live: Arc<Mutex<HashMap<String, usize>>>,
 }
 
@@ -160,7 +183,7 @@ pub struct SessionSlot {
 impl SessionCounter {
     pub fn new(max: usize) -> Self {
         SessionCounter {
-            max,
+            max: Arc::new(std::sync::atomic::AtomicUsize::new(max)),
             live: Arc::new(Mutex::new(HashMap::new())),
         }
     }
@@ -169,7 +192,7 @@ impl SessionCounter {
     pub fn try_acquire(&self, lender: &str) -> Option<SessionSlot> {
         let mut live = lock(&self.live);
         let n = live.entry(lender.to_string()).or_insert(0);
-        if *n >= self.max {
+        if *n >= self.max.load(Ordering::SeqCst) {
             return None;
         }
         *n += 1;
@@ -177,6 +200,11 @@ impl SessionCounter {
             lender: lender.to_string(),
             live: self.live.clone(),
         })
+    }
+
+    /// A new cap (reload): sessions over it stay; new logins wait for the count to drop.
+    pub fn set_max(&self, max: usize) {
+        self.max.store(max.max(1), Ordering::SeqCst);
     }
 
     /// Sessions `lender` holds now.
@@ -333,9 +361,9 @@ pub enum StartupRefusal {
 }
 
 /// Connections of one address that may wait for a free unauthenticated slot, per slot.
-pub const WAITING_PER_SLOT: usize = 4;
+pub const WAITING_PER_SLOT: usize = 25;
 /// Connections that may wait for a free slot, all addresses together.
-pub const MAX_WAITING: usize = 1024;
+pub const MAX_WAITING: usize = 4096;
 
 #[derive(Default)]
 struct PendingCounts {
@@ -350,8 +378,8 @@ struct PendingCounts {
 /// and `MAX_WAITING` in all, without being read from), so that a lender starting many
 /// uploads at once is served in turn instead of refused.
 pub struct Pending {
-    per_address_max: usize,
-    startups: MaxStartups,
+    per_address_max: std::sync::atomic::AtomicUsize,
+    startups: Mutex<MaxStartups>,
     counts: Mutex<PendingCounts>,
     freed: tokio::sync::Notify,
 }
@@ -385,8 +413,8 @@ pub struct PendingSlot {
 impl Pending {
     pub fn new(per_address_max: usize, startups: MaxStartups) -> Arc<Self> {
         Arc::new(Pending {
-            per_address_max: per_address_max.max(1),
-            startups,
+            per_address_max: std::sync::atomic::AtomicUsize::new(per_address_max.max(1)),
+            startups: Mutex::new(startups),
             counts: Mutex::new(PendingCounts::default()),
             freed: tokio::sync::Notify::new(),
         })
@@ -396,7 +424,9 @@ impl Pending {
     pub fn try_wait(self: &Arc<Self>, ip: IpAddr) -> Option<WaitSlot> {
         let mut c = lock(&self.counts);
         let mine = c.waiting.get(&ip).copied().unwrap_or(0);
-        if mine >= self.per_address_max * WAITING_PER_SLOT || c.waiting_total >= MAX_WAITING {
+        if mine >= self.per_address_max.load(Ordering::SeqCst) * WAITING_PER_SLOT
+            || c.waiting_total >= MAX_WAITING
+        {
             return None;
         }
         c.waiting_total += 1;
@@ -438,10 +468,22 @@ impl Pending {
     ) -> Result<Arc<PendingSlot>, StartupRefusal> {
         let mut c = lock(&self.counts);
         let mine = c.per_address.get(&ip).copied().unwrap_or(0);
-        if mine >= self.per_address_max {
+        if mine >= self.per_address_max.load(Ordering::SeqCst) {
             return Err(StartupRefusal::PerAddress(mine));
         }
-        let percent = self.startups.drop_percent(c.total);
+        // Early drop falls on addresses that already have connections waiting to log in; a
+        // new address is only refused once `full` is reached, so a flood from some addresses
+        // does not lock out the others.
+        let startups = lock(&self.startups);
+        let percent = if mine == 0 {
+            if c.total >= startups.full {
+                100
+            } else {
+                0
+            }
+        } else {
+            startups.drop_percent(c.total)
+        };
         if percent > 0 && roll < percent {
             return Err(StartupRefusal::Startups {
                 pending: c.total,
@@ -455,6 +497,13 @@ impl Pending {
             ip,
             released: AtomicBool::new(false),
         }))
+    }
+
+    /// New caps (reload).
+    pub fn set_limits(&self, per_address_max: usize, startups: MaxStartups) {
+        self.per_address_max
+            .store(per_address_max.max(1), Ordering::SeqCst);
+        *lock(&self.startups) = startups;
     }
 
     /// Connections not logged in now (all addresses).
@@ -557,7 +606,8 @@ mod tests {
         let _s2 = p.admit(a, 99).unwrap();
         assert_eq!(p.admit(a, 99).err(), Some(StartupRefusal::PerAddress(2)));
         let _s3 = p.admit(b, 99).unwrap();
-        // 3 pending: 50% drop; a roll of 10 drops, 60 passes.
+        // 3 pending: 50% drop for an address that has some pending; a roll of 10 drops, 60
+        // passes. A new address passes whatever the roll until `full`.
         assert!(matches!(
             p.admit(b, 10),
             Err(StartupRefusal::Startups {
@@ -565,8 +615,9 @@ mod tests {
                 percent: 50
             })
         ));
-        let s4 = p.admit(b, 60).unwrap();
-        assert!(p.admit("192.0.2.3".parse().unwrap(), 99).is_err());
+        let c: IpAddr = "192.0.2.3".parse().unwrap();
+        let s4 = p.admit(c, 0).unwrap();
+        assert!(p.admit("192.0.2.4".parse().unwrap(), 99).is_err(), "full");
         s1.release();
         s1.release();
         assert_eq!(p.total(), 3);

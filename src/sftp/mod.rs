@@ -5,7 +5,8 @@
 //! the login grace time, the russh configuration (algorithms, constant-time rejections, idle
 //! timeout, window tuning, no compression), logins through `auth`, and starting the `fs`
 //! handler on an `sftp` subsystem behind the `guard` framing check.
-//! Must not: offer a shell, exec or forwarding, log a secret, let one client flood the log
+//! Must not: offer a shell, forwarding or any command but the in-process hash commands of
+//! `exec` (no program is ever run), log a secret, let one client flood the log
 //! (repeated lines go through `lograte`), or stop serving because one connection (or one
 //! `accept`) failed.
 //!
@@ -13,6 +14,7 @@
 //! only through `fs::SftpFs` rooted at its own lender's home.
 
 pub mod auth;
+pub mod exec;
 pub mod fs;
 pub mod guard;
 pub mod lograte;
@@ -33,7 +35,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::Config;
+use crate::config::{Config, LiveConfig};
 use crate::layout;
 use crate::{limited_info, limited_warn};
 use auth::{Defender, PasswordGate, Pending, PendingSlot, SessionCounter, SessionSlot, Verdict};
@@ -64,8 +66,15 @@ pub const CIPHERS: &[cipher::Name] = &[
     cipher::AES_192_CTR,
     cipher::AES_128_CTR,
 ];
-/// MACs offered: encrypt-then-MAC, SHA-2 only.
-pub const MACS: &[mac::Name] = &[mac::HMAC_SHA512_ETM, mac::HMAC_SHA256_ETM];
+/// MACs offered: SHA-2 only, encrypt-then-MAC first. The plain (encrypt-and-MAC) SHA-2 MACs
+/// come last, for libssh2 before 1.11 (curl and PHP on Debian 12, many lenders' scripts), which
+/// has neither encrypt-then-MAC nor an AEAD cipher; every client that has one picks it first.
+pub const MACS: &[mac::Name] = &[
+    mac::HMAC_SHA512_ETM,
+    mac::HMAC_SHA256_ETM,
+    mac::HMAC_SHA512,
+    mac::HMAC_SHA256,
+];
 /// Host key and user signature algorithms (`server-sig-algs`): no SHA-1 `ssh-rsa`.
 pub const KEY_ALGORITHMS: &[Algorithm] = &[
     Algorithm::Ed25519,
@@ -88,7 +97,8 @@ pub const KEY_ALGORITHMS: &[Algorithm] = &[
 
 /// What every connection shares.
 pub struct Shared {
-    pub cfg: Arc<Config>,
+    /// The current configuration (replaced on reload); read it with `cfg()`.
+    pub live: Arc<LiveConfig>,
     pub defender: Defender,
     pub sessions: SessionCounter,
     pub passwords: PasswordGate,
@@ -97,10 +107,24 @@ pub struct Shared {
     pub live_uploads: LiveUploads,
     /// Told about each finished upload (the on-upload pass trigger).
     pub on_upload: Option<UploadHook>,
+    /// Hash commands running at once (`exec`).
+    pub hashes: Arc<tokio::sync::Semaphore>,
+    /// Hashes of lately published uploads (`exec` answers from them once a pass took a file).
+    pub recent: exec::RecentHashes,
 }
 
 impl Shared {
     pub fn new(cfg: Arc<Config>, on_upload: Option<UploadHook>, live_uploads: LiveUploads) -> Self {
+        Self::live(Arc::new(LiveConfig::new(cfg)), on_upload, live_uploads)
+    }
+
+    /// Connections sharing `live`, which a reload replaces (then call `reloaded`).
+    pub fn live(
+        live: Arc<LiveConfig>,
+        on_upload: Option<UploadHook>,
+        live_uploads: LiveUploads,
+    ) -> Self {
+        let cfg = live.get();
         Shared {
             defender: Defender::from_config(&cfg),
             sessions: SessionCounter::new(cfg.sftp.max_sessions_per_lender),
@@ -110,9 +134,31 @@ impl Shared {
                 cfg.sftp.max_startups,
             ),
             live_uploads,
-            cfg,
+            live,
             on_upload,
+            hashes: exec::hash_slots(),
+            recent: exec::RecentHashes::default(),
         }
+    }
+
+    /// The configuration now.
+    pub fn cfg(&self) -> Arc<Config> {
+        self.live.get()
+    }
+
+    /// Applies the limits of a reloaded configuration (lenders, keys and passwords are read
+    /// from it at each login anyway). Live sessions are kept.
+    pub fn reloaded(&self) {
+        let cfg = self.cfg();
+        let s = &cfg.sftp;
+        self.defender.set_params(
+            s.max_login_failures,
+            Duration::from_secs(s.login_failure_window_seconds),
+            Duration::from_secs(s.ban_seconds),
+        );
+        self.sessions.set_max(s.max_sessions_per_lender);
+        self.pending
+            .set_limits(s.max_unauthenticated_per_address, s.max_startups);
     }
 }
 
@@ -172,7 +218,7 @@ pub async fn accept_loop(
     cancel: CancellationToken,
     tracker: TaskTracker,
 ) {
-    let grace = Duration::from_secs(shared.cfg.sftp.login_grace_seconds.max(1));
+    let grace_of = |s: &Shared| Duration::from_secs(s.cfg().sftp.login_grace_seconds.max(1));
     let ctx = Arc::new(Ctx {
         ssh,
         shared: shared.clone(),
@@ -211,7 +257,7 @@ pub async fn accept_loop(
             continue;
         }
         let roll = rand::random_range(0..100);
-        let deadline = tokio::time::Instant::now() + grace;
+        let deadline = tokio::time::Instant::now() + grace_of(&shared);
         match shared.pending.admit(addr.ip(), roll) {
             Ok(pending) => launch(&ctx, socket, addr, pending, deadline),
             Err(auth::StartupRefusal::PerAddress(n)) => {
@@ -222,7 +268,10 @@ pub async fn accept_loop(
                 // Over the address's cap: wait (unread) for one of its slots, within the grace time.
                 let ctx2 = ctx.clone();
                 tracker.spawn(async move {
-                    let admitted = ctx2.shared.pending.admit_waiting(addr.ip(), roll, deadline).await;
+                    let admitted = tokio::select! {
+                        r = ctx2.shared.pending.admit_waiting(addr.ip(), roll, deadline) => r,
+                        _ = ctx2.cancel.cancelled() => return,
+                    };
                     drop(wait);
                     match admitted {
                         Ok(pending) => launch(&ctx2, socket, addr, pending, deadline),
@@ -271,7 +320,7 @@ fn launch(
     let handler = Connection::new(ctx.shared.clone(), addr, pending.clone(), authed.clone());
     let ssh = ctx.ssh.clone();
     let cancel = ctx.cancel.clone();
-    let grace_seconds = ctx.shared.cfg.sftp.login_grace_seconds;
+    let grace_seconds = ctx.shared.cfg().sftp.login_grace_seconds;
     ctx.tracker.spawn(async move {
         let _slot = slot;
         let run = async move {
@@ -337,6 +386,16 @@ struct Connection {
     pending: Arc<PendingSlot>,
     /// Cancelled at login: ends the login grace timer.
     authed: CancellationToken,
+    /// Hash commands (`exec`) reading standard input, or running.
+    execs: HashMap<ChannelId, Exec>,
+}
+
+/// A hash command on an exec channel.
+enum Exec {
+    /// No file named: hashing standard input until EOF (bounded).
+    Stdin(exec::Hasher, usize),
+    /// Hashing a file on a task, which ends the channel itself.
+    Running,
 }
 
 impl Connection {
@@ -353,6 +412,7 @@ impl Connection {
             channels: HashMap::new(),
             pending,
             authed,
+            execs: HashMap::new(),
         }
     }
 
@@ -368,7 +428,7 @@ impl Connection {
                 Auth::Accept
             }
             None => {
-                limited_warn!("refusal", lender = user, address = %self.addr, limit = self.shared.cfg.sftp.max_sessions_per_lender, "refused: too many sessions for this lender");
+                limited_warn!("refusal", lender = user, address = %self.addr, limit = self.shared.cfg().sftp.max_sessions_per_lender, "refused: too many sessions for this lender");
                 crate::metrics::login(method, false);
                 reject()
             }
@@ -386,7 +446,7 @@ impl Connection {
         limited_warn!("login", lender = ?user, address = %self.addr, method, "refused: login failed");
         crate::metrics::login(method, false);
         if banned {
-            tracing::warn!(address = %self.addr, ban_seconds = self.shared.cfg.sftp.ban_seconds, "address banned after repeated failed logins");
+            tracing::warn!(address = %self.addr, ban_seconds = self.shared.cfg().sftp.ban_seconds, "address banned after repeated failed logins");
             return Err(SessionError::Banned);
         }
         Ok(reject())
@@ -413,7 +473,13 @@ impl russh::server::Handler for Connection {
         let verdict = self
             .shared
             .passwords
-            .check(&self.shared.cfg, &self.shared.defender, ip, user, password)
+            .check(
+                &self.shared.cfg(),
+                &self.shared.defender,
+                ip,
+                user,
+                password,
+            )
             .await;
         match verdict {
             Verdict::Good => Ok(self.accept_login(user, "password")),
@@ -433,7 +499,7 @@ impl russh::server::Handler for Connection {
             limited_info!("login", lender = ?user, address = %self.addr, "refused: ssh-rsa (SHA-1) signatures are not accepted; use rsa-sha2-256/512 or ed25519");
             return Ok(reject());
         }
-        if auth::key_authorized(&self.shared.cfg, user, offer.public_key) {
+        if auth::key_authorized(&self.shared.cfg(), user, offer.public_key) {
             Ok(Auth::Accept)
         } else {
             limited_info!("login", lender = ?user, address = %self.addr, key = %offer.public_key.fingerprint(HashAlg::Sha256), "refused: key not authorized");
@@ -453,7 +519,7 @@ impl russh::server::Handler for Connection {
             limited_info!("login", lender = ?user, address = %self.addr, "refused: ssh-rsa (SHA-1) signatures are not accepted; use rsa-sha2-256/512 or ed25519");
             return Ok(reject());
         }
-        if auth::key_authorized(&self.shared.cfg, user, key.public_key) {
+        if auth::key_authorized(&self.shared.cfg(), user, key.public_key) {
             Ok(self.accept_login(user, "publickey"))
         } else {
             limited_info!("login", lender = ?user, address = %self.addr, key = %key.public_key.fingerprint(HashAlg::Sha256), "refused: key not authorized");
@@ -481,8 +547,56 @@ impl russh::server::Handler for Connection {
         channel: ChannelId,
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        // Without this the OpenSSH client's `bye` hangs.
-        session.close(channel)?;
+        match self.execs.remove(&channel) {
+            Some(Exec::Stdin(h, _)) => {
+                session.data(channel, format!("{}  -\n", h.hex()).into_bytes())?;
+                session.exit_status_request(channel, 0)?;
+                session.eof(channel)?;
+                session.close(channel)?;
+            }
+            // The hash task ends the channel.
+            Some(Exec::Running) => {
+                self.execs.insert(channel, Exec::Running);
+            }
+            None => {
+                // The SFTP subsystem ended. An exit status first: scp (and ssh) report failure
+                // without one. Without the close, the OpenSSH client's `bye` hangs.
+                session.exit_status_request(channel, 0)?;
+                session.close(channel)?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn channel_close(
+        &mut self,
+        channel: ChannelId,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        // Frees the channel's place among the `MAX_CHANNELS`.
+        self.channels.remove(&channel);
+        self.execs.remove(&channel);
+        Ok(())
+    }
+
+    async fn data(
+        &mut self,
+        channel: ChannelId,
+        data: &[u8],
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        if let Some(Exec::Stdin(h, n)) = self.execs.get_mut(&channel) {
+            *n += data.len();
+            if *n > exec::MAX_STDIN {
+                self.execs.remove(&channel);
+                session.extended_data(channel, 1, b"input too large\n".to_vec())?;
+                session.exit_status_request(channel, 1)?;
+                session.eof(channel)?;
+                session.close(channel)?;
+            } else {
+                h.update(data);
+            }
+        }
         Ok(())
     }
 
@@ -497,7 +611,7 @@ impl russh::server::Handler for Connection {
             session.channel_failure(channel_id)?;
             return Ok(());
         };
-        let cfg = &self.shared.cfg;
+        let cfg = self.shared.cfg();
         let info = SessionInfo {
             lender: lender.clone(),
             addr: self.addr,
@@ -506,6 +620,7 @@ impl russh::server::Handler for Connection {
             max_file_bytes: cfg.sftp.max_file_bytes,
             on_upload: self.shared.on_upload.clone(),
             live_uploads: self.shared.live_uploads.clone(),
+            recent: self.shared.recent.clone(),
         };
         session.channel_success(channel_id)?;
         let stream = guard::Guarded::new(
@@ -523,17 +638,82 @@ impl russh::server::Handler for Connection {
         channel: ChannelId,
         session: &mut Session,
     ) -> Result<(), Self::Error> {
+        self.channels.remove(&channel);
         session.channel_failure(channel)?;
+        session.close(channel)?;
         Ok(())
     }
 
+    /// Only `md5sum`, `sha1sum` and `sha256sum` (see `exec`): answered in-process on the
+    /// lender's own files; anything else is refused.
     async fn exec_request(
         &mut self,
         channel: ChannelId,
-        _data: &[u8],
+        data: &[u8],
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        session.channel_failure(channel)?;
+        // The channel is no longer waiting for a subsystem.
+        let opened = self.channels.remove(&channel).is_some();
+        let (Some((lender, _)), true, Some(cmd)) = (&self.login, opened, exec::parse(data)) else {
+            limited_info!("refusal", address = %self.addr, command = ?String::from_utf8_lossy(&data[..data.len().min(200)]), "refused: exec");
+            session.channel_failure(channel)?;
+            session.close(channel)?;
+            return Ok(());
+        };
+        session.channel_success(channel)?;
+        let Some(path) = cmd.path else {
+            self.execs
+                .insert(channel, Exec::Stdin(exec::Hasher::new(cmd.kind), 0));
+            return Ok(());
+        };
+        self.execs.insert(channel, Exec::Running);
+        let cfg = self.shared.cfg();
+        let home = layout::lender_home(&cfg.data_dir, lender);
+        // A client hashing its upload is still checking it: a pass leaves it a little longer.
+        if let (Some(hook), Ok(v)) = (
+            &self.shared.on_upload,
+            path::resolve(&path, &path::VirtualPath::root()),
+        ) {
+            if v.upload_folder(&cfg.environments).is_some() {
+                hook(lender, &v.to_real(&home), fs::UploadEvent::Touched);
+            }
+        }
+        let max = cfg.sftp.max_file_bytes;
+        let slots = self.shared.hashes.clone();
+        let recent = self.shared.recent.clone();
+        let who = lender.clone();
+        let handle = session.handle();
+        let (lender, addr) = (lender.clone(), self.addr);
+        tokio::spawn(async move {
+            let answer = match tokio::time::timeout(exec::HASH_TIMEOUT, async {
+                let _slot = slots.acquire_owned().await;
+                let p = path.clone();
+                tokio::task::spawn_blocking(move || {
+                    exec::hash_file(&home, cmd.kind, &p, max, Some((&recent, &who)))
+                })
+                .await
+                .unwrap_or_else(|_| Err("internal error\n".into()))
+            })
+            .await
+            {
+                Ok(a) => a,
+                Err(_) => Err(format!("{path}: timed out\n")),
+            };
+            let code = match answer {
+                Ok(out) => {
+                    tracing::debug!(lender = %lender, address = %addr, path = %path, "hash answered");
+                    let _ = handle.data(channel, out.into_bytes()).await;
+                    0
+                }
+                Err(msg) => {
+                    let _ = handle.extended_data(channel, 1, msg.into_bytes()).await;
+                    1
+                }
+            };
+            let _ = handle.exit_status_request(channel, code).await;
+            let _ = handle.eof(channel).await;
+            let _ = handle.close(channel).await;
+        });
         Ok(())
     }
 }

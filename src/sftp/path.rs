@@ -6,13 +6,19 @@
 //! Must not: touch the file system (it is pure, so it can be fuzzed), or ever produce a real
 //! path outside the home it was given.
 //!
-//! **Invariant:** `VirtualPath::to_real(home)` is `home` joined with plain, non-empty,
-//! non-hidden components that contain no `/`, no NUL and no control character, so it can
-//! only name `home` or something below it (symbolic links are the file-system layer's job:
-//! it refuses to follow them).
+//! **Invariant:** `VirtualPath::to_real(home)` is `home` joined with plain, non-empty
+//! components that contain no `/`, no NUL and no control character, and that are never `.`
+//! or `..`, so it can only name `home` or something below it (symbolic links are the
+//! file-system layer's job: it refuses to follow them). Only the last name may be hidden
+//! (start with `.`), and only directly in an upload folder (`/<env>/import/pickup/` or
+//! `/<env>/import/validate/`): clients such as lftp upload to a hidden temporary name there
+//! and rename it when done (passes ignore hidden names).
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+
+/// The folders of `{environment}/import/` a lender may upload into.
+pub const UPLOAD_FOLDERS: [&str; 2] = ["pickup", "validate"];
 
 /// Longest path a client may send, in bytes.
 pub const MAX_PATH_BYTES: usize = 4096;
@@ -103,12 +109,39 @@ impl VirtualPath {
         out
     }
 
-    /// True for `/<env>/import/pickup/<name>` with `env` one of `environments`: the only
-    /// places a lender may create, write, rename or remove.
+    /// True for `/<env>/import/pickup/<name>` with `env` one of `environments`.
     pub fn is_pickup_file(&self, environments: &[String]) -> bool {
         matches!(self.parts.as_slice(),
             [env, import, pickup, _name]
                 if environments.iter().any(|e| e == env) && import == "import" && pickup == "pickup")
+    }
+
+    /// For `/<env>/import/<folder>/<name>` with `folder` an upload folder (`pickup`,
+    /// `validate`) and `env` one of `environments`: the folder. The only places a lender may
+    /// create, write, rename or remove a file.
+    pub fn upload_folder(&self, environments: &[String]) -> Option<&str> {
+        match self.parts.as_slice() {
+            [env, import, folder, _name]
+                if environments.iter().any(|e| e == env)
+                    && import == "import"
+                    && UPLOAD_FOLDERS.contains(&folder.as_str()) =>
+            {
+                Some(folder)
+            }
+            _ => None,
+        }
+    }
+
+    /// True for `/<env>/import/<upload folder>` itself.
+    pub fn is_upload_dir(&self, environments: &[String]) -> bool {
+        matches!(self.parts.as_slice(),
+            [env, import, folder]
+                if environments.iter().any(|e| e == env) && import == "import" && UPLOAD_FOLDERS.contains(&folder.as_str()))
+    }
+
+    /// True when the last name is hidden (only possible directly in an upload folder).
+    pub fn is_hidden(&self) -> bool {
+        self.file_name().is_some_and(|n| n.starts_with('.'))
     }
 
     /// True for `/<env>/import/pickup` itself.
@@ -145,6 +178,15 @@ pub fn is_bidi_or_invisible(c: char) -> bool {
 }
 
 fn check_name(name: &str) -> Result<(), PathError> {
+    check_plain(name)?;
+    if name.starts_with('.') {
+        return Err(PathError::Hidden);
+    }
+    Ok(())
+}
+
+/// Every rule of `check_name` but the hidden-name one.
+fn check_plain(name: &str) -> Result<(), PathError> {
     if name.contains('\0') {
         return Err(PathError::Nul);
     }
@@ -160,10 +202,16 @@ fn check_name(name: &str) -> Result<(), PathError> {
     if name.len() > MAX_NAME_BYTES {
         return Err(PathError::TooLong);
     }
-    if name.starts_with('.') || name.contains('/') || name.is_empty() {
+    if name == "." || name == ".." || name.contains('/') || name.is_empty() {
         return Err(PathError::Hidden);
     }
     Ok(())
+}
+
+/// True when `parts` is `<env>/import/<upload folder>` (any `env`: the file-system layer
+/// checks it against the configured environments).
+fn in_upload_folder(parts: &[String]) -> bool {
+    matches!(parts, [_, import, folder] if import == "import" && UPLOAD_FOLDERS.contains(&folder.as_str()))
 }
 
 /// Resolves `requested` (absolute, or relative to `cwd`) lexically: `.` and empty names are
@@ -188,9 +236,16 @@ pub fn resolve(requested: &str, cwd: &VirtualPath) -> Result<VirtualPath, PathEr
                 parts.pop();
             }
             name => {
-                check_name(name)?;
+                check_plain(name)?;
                 parts.push(name.to_string());
             }
+        }
+    }
+    // A hidden name only as the last name, directly in an upload folder (whether it came from
+    // the request or from `cwd`).
+    for (i, part) in parts.iter().enumerate() {
+        if part.starts_with('.') && !(i + 1 == parts.len() && in_upload_folder(&parts[..i])) {
+            return Err(PathError::Hidden);
         }
     }
     Ok(VirtualPath { parts })
@@ -262,6 +317,16 @@ mod tests {
     }
 
     #[test]
+    fn hidden_cwd_never_becomes_a_folder() {
+        let cwd = resolve("/sandbox/import/pickup/.in.a", &VirtualPath::root()).unwrap();
+        assert_eq!(resolve("b", &cwd), Err(PathError::Hidden));
+        assert_eq!(
+            resolve("../b", &cwd).unwrap().to_string(),
+            "/sandbox/import/pickup/b"
+        );
+    }
+
+    #[test]
     fn relative_to_cwd() {
         let cwd = resolve("/sandbox/import", &VirtualPath::root()).unwrap();
         assert_eq!(
@@ -278,8 +343,19 @@ mod tests {
         assert_eq!(r("a\nb"), Err(PathError::Control));
         assert_eq!(r("a\u{7f}"), Err(PathError::Control));
         assert_eq!(
-            r("/sandbox/import/pickup/.hidden.part"),
+            r("/sandbox/import/results/.hidden.part"),
             Err(PathError::Hidden)
+        );
+        assert_eq!(r("/sandbox/.x/pickup/a"), Err(PathError::Hidden));
+        assert_eq!(r("/sandbox/import/pickup/.x/a"), Err(PathError::Hidden));
+        // Hidden names directly in an upload folder are a client's temporary files.
+        assert_eq!(
+            r("/sandbox/import/pickup/.in.a.json").unwrap(),
+            "/sandbox/import/pickup/.in.a.json"
+        );
+        assert_eq!(
+            r("/sandbox/import/validate/.a.part").unwrap(),
+            "/sandbox/import/validate/.a.part"
         );
         assert_eq!(r("/...").unwrap_err(), PathError::Hidden);
         assert_eq!(r(&"a".repeat(256)), Err(PathError::TooLong));
@@ -305,6 +381,24 @@ mod tests {
         assert!(!p("/sandbox/import/results/a.json").is_pickup_file(&envs));
         assert!(!p("/staging/import/pickup/a.json").is_pickup_file(&envs));
         assert!(!p("/sandbox/import/pickup/../results/a.json").is_pickup_file(&envs));
+        assert_eq!(
+            p("/sandbox/import/validate/a.json").upload_folder(&envs),
+            Some("validate")
+        );
+        assert_eq!(
+            p("/sandbox/import/pickup/a.json").upload_folder(&envs),
+            Some("pickup")
+        );
+        assert_eq!(
+            p("/sandbox/import/results/a.json").upload_folder(&envs),
+            None
+        );
+        assert_eq!(
+            p("/staging/import/pickup/a.json").upload_folder(&envs),
+            None
+        );
+        assert!(p("/sandbox/import/validate").is_upload_dir(&envs));
+        assert!(!p("/sandbox/import/lookups").is_upload_dir(&envs));
     }
 
     /// A cheap stand-in for the fuzz target: many generated paths built from the characters
@@ -330,10 +424,13 @@ mod tests {
             if let Ok(v) = resolve(&p, &VirtualPath::root()) {
                 let real = v.to_real(home);
                 assert!(real.starts_with(home), "{p:?} -> {}", real.display());
+                let n = v.parts().len();
                 assert!(
-                    v.parts()
-                        .iter()
-                        .all(|n| !n.starts_with('.') && !n.contains('/')),
+                    v.parts().iter().enumerate().all(|(i, x)| !x.contains('/')
+                        && x != "."
+                        && x != ".."
+                        && (!x.starts_with('.')
+                            || (i + 1 == n && in_upload_folder(&v.parts()[..i])))),
                     "{p:?}"
                 );
                 // Resolving is idempotent.

@@ -351,11 +351,15 @@ struct SqliteTx<'s> {
     problems: i64,
 }
 
-fn sql(v: &Value) -> SqlValue {
-    match v {
-        Value::Null => SqlValue::Null,
-        Value::Int(i) => SqlValue::Integer(*i),
-        Value::Text(s) => SqlValue::Text(s.clone()),
+/// Values bind as they are (text borrowed, never copied).
+impl rusqlite::ToSql for Value {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        use rusqlite::types::{ToSqlOutput, ValueRef};
+        Ok(match self {
+            Value::Null => ToSqlOutput::Borrowed(ValueRef::Null),
+            Value::Int(i) => ToSqlOutput::Borrowed(ValueRef::Integer(*i)),
+            Value::Text(s) => ToSqlOutput::Borrowed(ValueRef::Text(s.as_bytes())),
+        })
     }
 }
 
@@ -401,12 +405,8 @@ impl SqliteTx<'_> {
         self.tx.prepare_cached(sql)?.execute([])?;
         Ok(())
     }
-    fn write(&self, sql: &str, vals: Vec<SqlValue>) -> Result<Written, StoreError> {
-        match self
-            .tx
-            .prepare_cached(sql)?
-            .execute(params_from_iter(vals.iter()))
-        {
+    fn write(&self, sql: &str, vals: &[&dyn rusqlite::ToSql]) -> Result<Written, StoreError> {
+        match self.tx.prepare_cached(sql)?.execute(vals) {
             Ok(_) => Ok(Written::Row(self.tx.last_insert_rowid())),
             Err(e) if is_unique_violation(&e) => Ok(Written::Duplicate),
             Err(e) => Err(e.into()),
@@ -492,12 +492,13 @@ impl LoadTx for SqliteTx<'_> {
         cols: &[&str],
         vals: &[Value],
     ) -> Result<Written, StoreError> {
-        let mut all: Vec<SqlValue> = vals.iter().map(sql).collect();
+        let mut all: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(vals.len() + 4);
+        all.extend(vals.iter().map(|v| v as &dyn rusqlite::ToSql));
         all.extend([
-            SqlValue::Text(self.lender.to_string()),
-            SqlValue::Text(thread_id.to_string()),
-            SqlValue::Integer(self.id),
-            SqlValue::Integer(self.id),
+            &self.lender as &dyn rusqlite::ToSql,
+            &thread_id,
+            &self.id,
+            &self.id,
         ]);
         let mut names = cols.join(", ");
         if !names.is_empty() {
@@ -508,7 +509,7 @@ impl LoadTx for SqliteTx<'_> {
             "INSERT INTO {} ({names}lender, thread_id, created_load, updated_load) VALUES ({marks})",
             table_name(table)
         );
-        self.write(&q, all)
+        self.write(&q, &all)
     }
 
     fn update(
@@ -520,15 +521,16 @@ impl LoadTx for SqliteTx<'_> {
     ) -> Result<Written, StoreError> {
         let mut sets: Vec<String> = cols.iter().map(|c| format!("{c} = ?")).collect();
         sets.push("updated_load = ?".into());
-        let mut all: Vec<SqlValue> = vals.iter().map(sql).collect();
-        all.push(SqlValue::Integer(self.id));
-        all.push(SqlValue::Integer(id));
+        let mut all: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(vals.len() + 2);
+        all.extend(vals.iter().map(|v| v as &dyn rusqlite::ToSql));
+        all.push(&self.id);
+        all.push(&id);
         let q = format!(
             "UPDATE {} SET {} WHERE id = ?",
             table_name(table),
             sets.join(", ")
         );
-        match self.write(&q, all)? {
+        match self.write(&q, &all)? {
             Written::Row(_) => Ok(Written::Row(id)),
             Written::Duplicate => Ok(Written::Duplicate),
         }
@@ -554,7 +556,7 @@ impl LoadTx for SqliteTx<'_> {
         let n = self
             .tx
             .prepare_cached(&q)?
-            .execute(params_from_iter(keys.iter().map(sql)))?;
+            .execute(params_from_iter(keys.iter()))?;
         Ok(n > 0)
     }
 
@@ -565,7 +567,7 @@ impl LoadTx for SqliteTx<'_> {
         let n = self
             .tx
             .prepare_cached(&q)?
-            .execute(params_from_iter(keys.iter().map(sql)))?;
+            .execute(params_from_iter(keys.iter()))?;
         Ok(n > 0)
     }
 

@@ -82,4 +82,3 @@ CREATE TABLE partners (
 );
 CREATE UNIQUE INDEX partners_email ON partners (lender, email_key);
 CREATE INDEX partners_license ON partners (lender, license_key) WHERE license_key IS NOT NULL;
-CREATE INDEX accounts_lender_email ON accounts (lender, email_key) WHERE email_key IS NOT NULL;
