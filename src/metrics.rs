@@ -222,7 +222,7 @@ pub struct ListenError {
 
 /// Binds `[metrics] listen` and serves until `cancel`.
 pub async fn serve(
-    cfg: Arc<Config>,
+    live: Arc<crate::config::LiveConfig>,
     addr: &str,
     ready: Readiness,
     cancel: tokio_util::sync::CancellationToken,
@@ -237,12 +237,12 @@ pub async fn serve(
     if let Ok(a) = listener.local_addr() {
         tracing::info!(address = %a, "listening for metrics");
     }
-    let c1 = cfg.clone();
+    let c1 = live.clone();
     let app = axum::Router::new()
         .route(
             "/metrics",
             route(move || {
-                let cfg = c1.clone();
+                let cfg = c1.get();
                 async move {
                     let text = tokio::task::spawn_blocking(move || {
                         refresh_pickup(&cfg);
@@ -264,7 +264,7 @@ pub async fn serve(
         .route(
             "/readyz",
             route(move || {
-                let cfg = cfg.clone();
+                let cfg = live.get();
                 let ready = ready.clone();
                 async move {
                     let why = tokio::task::spawn_blocking(move || not_ready(&cfg, &ready))

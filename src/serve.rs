@@ -217,22 +217,22 @@ pub async fn serve(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<()
 
     let cancel = CancellationToken::new();
     let tracker = TaskTracker::new();
+    let live = Arc::new(LiveConfig::new(cfg.clone()));
     // Issue 13: metrics listener and the notification sender (its own tasks: never a pass's).
     let ready = crate::metrics::Readiness {
         listening: Arc::new(std::sync::atomic::AtomicBool::new(false)),
     };
     let metrics = match &cfg.metrics.listen {
         Some(addr) => {
-            Some(crate::metrics::serve(cfg.clone(), addr, ready.clone(), cancel.clone()).await?)
+            Some(crate::metrics::serve(live.clone(), addr, ready.clone(), cancel.clone()).await?)
         }
         None => None,
     };
     let sender = tokio::spawn(crate::notify::run(
-        cfg.clone(),
+        live.clone(),
         Arc::new(tokio::sync::Notify::new()),
         cancel.clone(),
     ));
-    let live = Arc::new(LiveConfig::new(cfg.clone()));
     let passes = Passes::live(live.clone()).with_live_uploads(live_uploads.clone());
     let mut cron = schedule::start_cron(passes.clone()).await?;
 

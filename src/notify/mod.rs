@@ -101,9 +101,14 @@ pub fn retry_delay(base: Duration, attempts: i64) -> Duration {
 /// What one try of one channel says.
 pub type Tried = Result<(), String>;
 
-/// The sender: delivers due rows until `cancel`. `wake` hurries it (after a pass).
-pub async fn run(cfg: Arc<Config>, wake: Arc<tokio::sync::Notify>, cancel: CancellationToken) {
-    let http = match webhook::client(&cfg) {
+/// The sender: delivers due rows until `cancel`. `wake` hurries it (after a pass). Reads the
+/// configuration afresh each round, so a reload's webhooks, addresses and [smtp] apply.
+pub async fn run(
+    live: Arc<crate::config::LiveConfig>,
+    wake: Arc<tokio::sync::Notify>,
+    cancel: CancellationToken,
+) {
+    let http = match webhook::client(&live.get()) {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(error = %e, "cannot build the HTTP client: webhooks are not sent");
@@ -111,8 +116,9 @@ pub async fn run(cfg: Arc<Config>, wake: Arc<tokio::sync::Notify>, cancel: Cance
         }
     };
     let in_flight: Arc<Mutex<HashSet<(String, i64)>>> = Arc::default();
-    let tick = poll_interval(cfg.notify.retry_base);
     loop {
+        let cfg = live.get();
+        let tick = poll_interval(cfg.notify.retry_base);
         for env in &cfg.environments {
             let due = {
                 let cfg = cfg.clone();
