@@ -614,7 +614,8 @@ fn email_reaches_an_smtp_server_on_loopback() {
         "{mail}"
     );
     assert!(
-        mail.contains(&result_name),
+        mail.contains("Content-Disposition: attachment")
+            && mail.contains(&format!("=\"{result_name}\"")),
         "the result is attached: {mail}"
     );
     assert!(mail.contains("NumCreateSuccess: 1"), "{mail}");
