@@ -91,6 +91,8 @@ pub fn lookups_context(dir: &Path) -> io::Result<(Lender, Lookups)> {
         authorized_keys: None,
         divisions,
         partner_dedupe: false,
+        webhooks: Vec::new(),
+        notify_email: Vec::new(),
     };
     Ok((lender, lookups))
 }

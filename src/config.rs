@@ -69,6 +69,17 @@ struct RawConfig {
     lenders: Vec<RawLender>,
     #[serde(default)]
     lookups: RawLookups,
+    // Operations (issue 13): notifications, metrics, logs, retention.
+    #[serde(default)]
+    smtp: Option<RawSmtp>,
+    #[serde(default)]
+    notify: RawNotify,
+    #[serde(default)]
+    metrics: RawMetrics,
+    #[serde(default)]
+    log: RawLog,
+    #[serde(default)]
+    retention: RawRetention,
 }
 
 fn default_data_dir() -> PathBuf {
@@ -254,6 +265,11 @@ struct RawLender {
     /// Refuse a partner whose LicenseId another partner of the lender has.
     #[serde(default)]
     partner_dedupe: bool,
+    // Notifications (issue 13).
+    #[serde(default)]
+    webhooks: Vec<RawWebhook>,
+    #[serde(default)]
+    notify_email: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -275,6 +291,128 @@ struct RawLookups {
     loan_types: Option<Vec<LookupEntry>>,
     agencies: Option<Vec<LookupEntry>>,
     structure_types: Option<Vec<LookupEntry>>,
+}
+
+// Operations (issue 13): what the operator writes.
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWebhook {
+    url: String,
+    #[serde(default)]
+    secret: Option<Secret>,
+    #[serde(default)]
+    secret_file: Option<PathBuf>,
+    #[serde(default = "default_events")]
+    events: Vec<String>,
+}
+fn default_events() -> Vec<String> {
+    vec![EVENT_LOAD_FINISHED.into()]
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSmtp {
+    host: String,
+    #[serde(default)]
+    port: Option<u16>,
+    #[serde(default = "default_smtp_tls")]
+    tls: String,
+    from: String,
+    #[serde(default)]
+    username: Option<String>,
+    #[serde(default)]
+    password_file: Option<PathBuf>,
+    #[serde(default = "default_attach_max")]
+    attach_max_bytes: u64,
+}
+fn default_smtp_tls() -> String {
+    "starttls".into()
+}
+fn default_attach_max() -> u64 {
+    1 << 20
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNotify {
+    #[serde(default = "default_retry_base")]
+    retry_base_seconds: f64,
+    #[serde(default = "default_give_up")]
+    give_up_hours: f64,
+    #[serde(default = "default_http_timeout")]
+    timeout_seconds: f64,
+}
+impl Default for RawNotify {
+    fn default() -> Self {
+        RawNotify {
+            retry_base_seconds: default_retry_base(),
+            give_up_hours: default_give_up(),
+            timeout_seconds: default_http_timeout(),
+        }
+    }
+}
+fn default_retry_base() -> f64 {
+    10.0
+}
+fn default_give_up() -> f64 {
+    24.0
+}
+fn default_http_timeout() -> f64 {
+    10.0
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMetrics {
+    #[serde(default)]
+    listen: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLog {
+    #[serde(default = "default_log_format")]
+    format: String,
+}
+impl Default for RawLog {
+    fn default() -> Self {
+        RawLog {
+            format: default_log_format(),
+        }
+    }
+}
+fn default_log_format() -> String {
+    "text".into()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRetention {
+    #[serde(default = "default_processed_days")]
+    processed_days: u64,
+    #[serde(default = "default_results_days")]
+    results_days: u64,
+    #[serde(default = "default_problems_days")]
+    problems_days: u64,
+}
+impl Default for RawRetention {
+    fn default() -> Self {
+        RawRetention {
+            processed_days: default_processed_days(),
+            results_days: default_results_days(),
+            problems_days: default_problems_days(),
+        }
+    }
+}
+fn default_processed_days() -> u64 {
+    90
+}
+fn default_results_days() -> u64 {
+    90
+}
+fn default_problems_days() -> u64 {
+    90
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -305,6 +443,84 @@ pub struct Config {
     pub lookups: Lookups,
     /// The file this was read from (`None`: the embedded example); what SIGHUP rereads.
     pub source: Option<PathBuf>,
+    // Operations (issue 13).
+    pub smtp: Option<Smtp>,
+    pub notify: Notify,
+    pub metrics: Metrics,
+    pub log: Log,
+    pub retention: Retention,
+}
+
+/// The event a finished load sends.
+pub const EVENT_LOAD_FINISHED: &str = "load.finished";
+
+/// One webhook of a lender.
+#[derive(Debug, Clone)]
+pub struct Webhook {
+    pub url: String,
+    /// The signing key: the base64 text after `whsec_`, decoded.
+    pub secret: SecretBytes,
+    pub events: Vec<String>,
+}
+
+/// Key bytes that never reach a log line.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretBytes(pub Vec<u8>);
+impl fmt::Debug for SecretBytes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SecretBytes(<redacted>)")
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SmtpTls {
+    None,
+    Starttls,
+    Tls,
+}
+
+#[derive(Debug, Clone)]
+pub struct Smtp {
+    pub host: String,
+    pub port: u16,
+    pub tls: SmtpTls,
+    pub from: String,
+    pub username: Option<String>,
+    pub password_file: Option<PathBuf>,
+    /// A result file up to this size is attached to the mail.
+    pub attach_max_bytes: u64,
+}
+
+/// Delivery of notifications: retries double from `retry_base` until `give_up` after the load.
+#[derive(Debug, Clone, Copy)]
+pub struct Notify {
+    pub retry_base: std::time::Duration,
+    pub give_up: std::time::Duration,
+    pub timeout: std::time::Duration,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Metrics {
+    pub listen: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Log {
+    pub format: LogFormat,
+}
+
+/// Days kept (0: forever).
+#[derive(Debug, Clone, Copy)]
+pub struct Retention {
+    pub processed_days: u64,
+    pub results_days: u64,
+    pub problems_days: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -428,6 +644,9 @@ pub struct Lender {
     pub divisions: Vec<Division>,
     /// Refuse a partner whose LicenseId another partner of the lender has (partners).
     pub partner_dedupe: bool,
+    /// Notifications of finished loads (issue 13).
+    pub webhooks: Vec<Webhook>,
+    pub notify_email: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -727,12 +946,29 @@ impl Config {
                     )));
                 }
             }
+            let webhooks = l
+                .webhooks
+                .into_iter()
+                .enumerate()
+                .map(|(i, w)| resolve_webhook(&l.id, i, w, &resolve))
+                .collect::<Result<Vec<_>, String>>()
+                .map_err(&invalid)?;
+            for (i, a) in l.notify_email.iter().enumerate() {
+                if a.parse::<lettre::Address>().is_err() {
+                    return Err(invalid(format!(
+                        "lender {:?}: notify_email[{i}] = {a:?} is not an e-mail address",
+                        l.id
+                    )));
+                }
+            }
             lenders.push(Lender {
                 id: l.id,
                 password_hash: l.password_hash,
                 authorized_keys: l.authorized_keys.as_deref().map(resolve),
                 divisions,
                 partner_dedupe: l.partner_dedupe,
+                webhooks,
+                notify_email: l.notify_email,
             });
         }
 
@@ -760,6 +996,25 @@ impl Config {
                         e.id
                     )));
                 }
+            }
+        }
+
+        parse_cron(&raw.schedule.cron).map_err(&invalid)?;
+        let ops = resolve_ops(
+            raw.smtp,
+            raw.notify,
+            raw.metrics,
+            raw.log,
+            raw.retention,
+            &resolve,
+        )
+        .map_err(&invalid)?;
+        if ops.smtp.is_none() {
+            if let Some(l) = lenders.iter().find(|l| !l.notify_email.is_empty()) {
+                return Err(invalid(format!(
+                    "lender {:?}: notify_email needs an [smtp] section (host, from)",
+                    l.id
+                )));
             }
         }
 
@@ -804,6 +1059,11 @@ impl Config {
             },
             lenders,
             lookups,
+            smtp: ops.smtp,
+            notify: ops.notify,
+            metrics: ops.metrics,
+            log: ops.log,
+            retention: ops.retention,
             source: None,
         })
     }
@@ -811,6 +1071,167 @@ impl Config {
     pub fn lender(&self, id: &str) -> Option<&Lender> {
         self.lenders.iter().find(|l| l.id == id)
     }
+}
+
+// Operations (issue 13): resolving and checking what the operator wrote.
+
+/// Parses `[schedule] cron` as the scheduler does: six fields, seconds first, UTC.
+pub fn parse_cron(cron: &str) -> Result<croner::Cron, String> {
+    let fields = cron.split_whitespace().count();
+    let hint = "six fields, seconds first: \"sec min hour day-of-month month day-of-week\", e.g. \"0 0 * * * *\" (hourly)";
+    if fields != 6 {
+        return Err(format!(
+            "[schedule] cron = {cron:?} has {fields} field(s); expected {hint}"
+        ));
+    }
+    croner::parser::CronParser::builder()
+        .seconds(croner::parser::Seconds::Required)
+        .build()
+        .parse(cron)
+        .map_err(|e| format!("[schedule] cron = {cron:?}: {e}; expected {hint}"))
+}
+
+struct Ops {
+    smtp: Option<Smtp>,
+    notify: Notify,
+    metrics: Metrics,
+    log: Log,
+    retention: Retention,
+}
+
+fn resolve_webhook(
+    lender: &str,
+    i: usize,
+    w: RawWebhook,
+    resolve: &dyn Fn(&Path) -> PathBuf,
+) -> Result<Webhook, String> {
+    let at = format!("lender {lender:?}: webhooks[{i}]");
+    match reqwest::Url::parse(&w.url) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") => {}
+        _ => return Err(format!("{at}.url = {:?} is not an http(s) URL", w.url)),
+    }
+    let text = match (w.secret, w.secret_file) {
+        (Some(s), None) => s.expose().trim().to_string(),
+        (None, Some(p)) => {
+            let p = resolve(&p);
+            std::fs::read_to_string(&p)
+                .map_err(|e| format!("{at}.secret_file {}: {e}", p.display()))?
+                .trim()
+                .to_string()
+        }
+        _ => return Err(format!("{at}: give exactly one of secret and secret_file")),
+    };
+    use base64::Engine as _;
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(text.strip_prefix("whsec_").unwrap_or(&text))
+        .map_err(|_| {
+            format!("{at}: the secret must be \"whsec_\" followed by base64 (Standard Webhooks)")
+        })?;
+    if key.len() < 16 {
+        return Err(format!(
+            "{at}: the secret must hold at least 16 bytes (24 base64 characters)"
+        ));
+    }
+    for e in &w.events {
+        if e != EVENT_LOAD_FINISHED {
+            return Err(format!(
+                "{at}.events: unknown event {e:?} (known: {EVENT_LOAD_FINISHED:?})"
+            ));
+        }
+    }
+    Ok(Webhook {
+        url: w.url,
+        secret: SecretBytes(key),
+        events: w.events,
+    })
+}
+
+fn resolve_ops(
+    smtp: Option<RawSmtp>,
+    notify: RawNotify,
+    metrics: RawMetrics,
+    log: RawLog,
+    retention: RawRetention,
+    resolve: &dyn Fn(&Path) -> PathBuf,
+) -> Result<Ops, String> {
+    let smtp = match smtp {
+        None => None,
+        Some(s) => {
+            let tls = match s.tls.as_str() {
+                "none" => SmtpTls::None,
+                "starttls" => SmtpTls::Starttls,
+                "tls" => SmtpTls::Tls,
+                other => {
+                    return Err(format!(
+                        "[smtp] tls = {other:?}: expected \"none\", \"starttls\" or \"tls\""
+                    ))
+                }
+            };
+            if s.from.parse::<lettre::message::Mailbox>().is_err() {
+                return Err(format!(
+                    "[smtp] from = {:?} is not an e-mail address",
+                    s.from
+                ));
+            }
+            if s.password_file.is_some() && s.username.is_none() {
+                return Err("[smtp] password_file needs username".into());
+            }
+            Some(Smtp {
+                port: s.port.unwrap_or(match tls {
+                    SmtpTls::None => 25,
+                    SmtpTls::Starttls => 587,
+                    SmtpTls::Tls => 465,
+                }),
+                host: s.host,
+                tls,
+                from: s.from,
+                username: s.username,
+                password_file: s.password_file.as_deref().map(resolve),
+                attach_max_bytes: s.attach_max_bytes,
+            })
+        }
+    };
+    let secs = |key: &str, v: f64, min: f64| {
+        if v.is_finite() && v >= min {
+            Ok(std::time::Duration::from_secs_f64(v))
+        } else {
+            Err(format!("[notify] {key} = {v}: must be at least {min}"))
+        }
+    };
+    let notify = Notify {
+        retry_base: secs("retry_base_seconds", notify.retry_base_seconds, 0.01)?,
+        give_up: secs("give_up_hours", notify.give_up_hours * 3600.0, 0.0)?,
+        timeout: secs("timeout_seconds", notify.timeout_seconds, 0.1)?,
+    };
+    if let Some(l) = &metrics.listen {
+        if l.parse::<std::net::SocketAddr>().is_err() {
+            return Err(format!(
+                "[metrics] listen = {l:?}: expected an address and port, e.g. \"127.0.0.1:9184\""
+            ));
+        }
+    }
+    let format = match log.format.as_str() {
+        "text" => LogFormat::Text,
+        "json" => LogFormat::Json,
+        other => {
+            return Err(format!(
+                "[log] format = {other:?}: expected \"text\" or \"json\""
+            ))
+        }
+    };
+    Ok(Ops {
+        smtp,
+        notify,
+        metrics: Metrics {
+            listen: metrics.listen,
+        },
+        log: Log { format },
+        retention: Retention {
+            processed_days: retention.processed_days,
+            results_days: retention.results_days,
+            problems_days: retention.problems_days,
+        },
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -914,6 +1335,75 @@ mod tests {
         }
         let e = Config::parse("[sftp]\nmax_startups = \"x\"", "t", Path::new("")).unwrap_err();
         assert!(e.to_string().contains("max_startups"), "{e}");
+    }
+
+    fn with(extra_lender: &str, extra: &str) -> Result<Config, ConfigError> {
+        let text = EXAMPLE_CONFIG.replacen(
+            "partner_dedupe = false\n",
+            &format!("partner_dedupe = false\n{extra_lender}\n"),
+            1,
+        );
+        Config::parse(&format!("{text}\n{extra}\n"), "test", Path::new("."))
+    }
+
+    #[test]
+    fn webhooks_and_smtp() {
+        let hook = "[[lenders.webhooks]]\nurl = \"https://x.example/h\"\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"";
+        let c = with(hook, "").unwrap();
+        let w = &c.lenders[0].webhooks[0];
+        assert_eq!(w.secret.0.len(), 24);
+        assert_eq!(w.events, vec![EVENT_LOAD_FINISHED.to_string()]);
+        assert!(!format!("{c:?}").contains("MfKQ9r8"), "secrets redacted");
+        let e = with(&hook.replace("whsec_MfKQ", "whsec_!!"), "")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("lender \"demo\": webhooks[0]") && e.contains("base64"),
+            "{e}"
+        );
+        let e = with("notify_email = [\"ops@x.example\"]", "")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("notify_email needs an [smtp] section"), "{e}");
+        let c = with(
+            "notify_email = [\"ops@x.example\"]",
+            "[smtp]\nhost = \"h\"\ntls = \"tls\"\nfrom = \"b@x.example\"",
+        )
+        .unwrap();
+        assert_eq!(c.smtp.unwrap().port, 465);
+        let e = with(
+            "",
+            "[smtp]\nhost = \"h\"\ntls = \"ssl\"\nfrom = \"b@x.example\"",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("[smtp] tls = \"ssl\""), "{e}");
+    }
+
+    #[test]
+    fn ops_defaults_and_errors() {
+        let c = Config::embedded().unwrap();
+        assert_eq!(c.notify.retry_base, std::time::Duration::from_secs(10));
+        assert_eq!(c.notify.timeout, std::time::Duration::from_secs(10));
+        assert_eq!(c.notify.give_up, std::time::Duration::from_secs(24 * 3600));
+        assert_eq!(c.retention.processed_days, 90);
+        assert_eq!(c.log.format, LogFormat::Text);
+        assert!(c.metrics.listen.is_none());
+        let e = Config::parse(
+            &EXAMPLE_CONFIG.replace("cron = \"0 0 * * * *\"", "cron = \"0 * * * *\""),
+            "t",
+            Path::new("."),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("[schedule] cron") && e.contains("six fields, seconds first"),
+            "{e}"
+        );
+        let e = with("", "[metrics]\nlisten = \"localhost\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("[metrics] listen"), "{e}");
     }
 
     #[test]

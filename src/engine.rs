@@ -116,6 +116,11 @@ pub fn apply_load(
                 stamp = layout::next_stamp(&latest);
             }
         }
+        // The outbox: notifications commit in the load's own transaction. A dry run changes
+        // nothing and is not announced (its result is in results/ like any other).
+        if !req.dry_run {
+            crate::notify::enqueue(&mut *tx, req.lender)?;
+        }
         tx.complete(&iso(ended), &stamp, refused.as_deref(), &counts)?
     };
     failpoint::hit("committed");

@@ -171,6 +171,7 @@ pub fn run_pass(
     on_file: &mut dyn FnMut(&FileEvent),
 ) -> Result<PassSummary, PassError> {
     let _turn = opts.queue.map(WriterQueue::turn);
+    let _timer = crate::metrics::PassTimer::start(); // issue 13: passes_total, pass duration
     fs::create_dir_all(&cfg.data_dir).map_err(io_err("cannot create data dir", &cfg.data_dir))?;
     let lock_path = layout::pass_lock_path(&cfg.data_dir);
     let lock = File::options()
@@ -185,6 +186,9 @@ pub fn run_pass(
     let mut summary = PassSummary::default();
     for env in &cfg.environments {
         let mut store = store::open(&layout::store_path(&cfg.data_dir, env), cfg.store)?;
+        if let Err(e) = crate::retention::prune_problems(cfg, env, &*store) {
+            tracing::warn!(env = %env, error = %e, "retention: cannot prune problems");
+        }
         for lender in &cfg.lenders {
             if opts.lenders.is_some_and(|only| !only.contains(&lender.id)) {
                 continue;
@@ -239,6 +243,7 @@ impl LenderPass<'_, '_> {
         let d = self.dirs;
         d.ensure_tree()
             .map_err(io_err("cannot create folders under", &d.home))?;
+        crate::retention::prune_files(&self.cfg.retention, d, self.env, &self.lender.id);
         for dir in [&d.results, &d.lookups] {
             fsutil::remove_stale_temps(dir).map_err(io_err("cannot clean", dir))?;
         }
@@ -623,8 +628,21 @@ impl LenderPass<'_, '_> {
             failpoint::hit("moved");
         }
         self.store.mark_finished(load.row)?;
-        tracing::info!(load = load.id, file = %name, created = load.counts.create_success,
-            updated = load.counts.update_success, failed = load.counts.failures(), "file processed");
+        let c = &load.counts;
+        tracing::info!(env = self.env, lender = %self.lender.id, load = load.id, file = %name,
+            source = %load.source, created = c.create_success, updated = c.update_success,
+            added = c.add_success, deleted = c.delete_success, create_failed = c.create_failure,
+            update_failed = c.update_failure, add_failed = c.add_failure,
+            delete_failed = c.delete_failure, mode_failed = c.mode_failure,
+            error = load.error_message.as_deref().unwrap_or(""), processed = %processed_name,
+            result = %result_name, "file processed");
+        crate::metrics::count_load(
+            self.env,
+            &self.lender.id,
+            &load.source,
+            load.error_message.as_deref(),
+            c,
+        );
         self.summary.files += 1;
         (self.on_file)(&FileEvent::Loaded {
             env: self.env.to_string(),

@@ -21,6 +21,10 @@
 //! - `sftp`: the embedded SFTP server (logins, chroot path resolver, upload handling).
 //! - `schedule`: cron and on-upload passes, never overlapping.
 //! - `serve`: the `bulkload serve` daemon wiring and shutdown.
+//! - `notify`: webhooks and e-mail of finished loads, delivered from the store's outbox.
+//! - `metrics`: Prometheus metrics and the `/metrics`, `/healthz`, `/readyz` listener.
+//! - `status`: `bulkload status` and `bulkload config check`.
+//! - `retention`: pruning old processed files, results and problems.
 
 pub mod auth;
 pub mod check;
@@ -33,11 +37,15 @@ pub mod input;
 pub mod iso8601;
 pub mod layout;
 pub mod lookups;
+pub mod metrics;
+pub mod notify;
 pub mod problem;
 pub mod records;
 pub mod result;
+pub mod retention;
 pub mod schedule;
 pub mod serve;
 pub mod sftp;
+pub mod status;
 pub mod store;
 pub mod templates;

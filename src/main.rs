@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use bulkload::config::Config;
+use bulkload::config::{Config, LogFormat};
 use bulkload::files::{run_pass, PassOptions};
 
 #[derive(Parser)]
@@ -78,6 +78,32 @@ enum Command {
         #[arg(long)]
         csv: bool,
     },
+    /// Per environment and lender: files waiting, the last load, notifications pending; the next
+    /// scheduled pass and whether a pass is running.
+    Status {
+        /// Config file (default: the embedded config.example.toml).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Print JSON (for scripts) instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Configuration commands.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Validate a config without starting anything; warn about what will surprise later.
+    /// Exits 0 when valid without warnings, 1 with warnings, 2 when invalid.
+    Check {
+        /// Config file (default: the embedded config.example.toml).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
 }
 
 fn load_config(path: Option<&PathBuf>) -> Result<Config> {
@@ -88,14 +114,27 @@ fn load_config(path: Option<&PathBuf>) -> Result<Config> {
 }
 
 fn init_logs(default: &str) {
+    init_logs_as(default, LogFormat::Text)
+}
+
+/// `[log] format`: text, or JSON lines carrying every structured field (lender, env, file,
+/// load, address, ...) at the top level.
+fn init_logs_as(default: &str, format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
         // Colours only on a terminal: journald and log files get plain text.
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+    }
 }
 
 /// The error and its causes, leaving out a cause whose text the message before it already holds.
@@ -130,8 +169,8 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
             config,
             settle_seconds,
         } => {
-            init_logs("warn");
             let cfg = load_config(config.as_ref())?;
+            init_logs_as("warn", cfg.log.format);
             let settle = Duration::from_secs(settle_seconds.unwrap_or(cfg.schedule.settle_seconds));
             let opts = PassOptions {
                 settle,
@@ -147,6 +186,14 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
                 let _ = writeln!(out, "{}", ev.summary());
             })
             .context("the pass could not complete")?;
+            // No daemon here: notifications due are tried once now (the next run or a daemon
+            // retries what is left).
+            if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                rt.block_on(bulkload::notify::deliver_due_once(&cfg));
+            }
             let _ = writeln!(
                 out,
                 "pass complete: {} file(s) processed, {} blank file(s) discarded, {} skipped",
@@ -228,8 +275,9 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
             })
         }
         Command::Serve { config } => {
-            init_logs("info,tokio_cron_scheduler=warn");
             let cfg = load_config(config.as_ref())?;
+            init_logs_as("info,tokio_cron_scheduler=warn", cfg.log.format);
+            bulkload::status::check_data_dir(&cfg.data_dir).map_err(anyhow::Error::msg)?;
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
@@ -252,6 +300,41 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
                 print!("{}", bulkload::templates::example_json(kind));
             }
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Status { config, json } => {
+            init_logs("warn");
+            let cfg = load_config(config.as_ref())?;
+            let status = bulkload::status::collect(&cfg);
+            let mut out = std::io::stdout().lock();
+            if json {
+                serde_json::to_writer_pretty(&mut out, &status)?;
+                writeln!(out)?;
+            } else {
+                write!(out, "{}", bulkload::status::render_table(&status))?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Config {
+            command: ConfigCommand::Check { config },
+        } => {
+            init_logs("warn");
+            let cfg = load_config(config.as_ref())?;
+            bulkload::status::check_data_dir(&cfg.data_dir).map_err(anyhow::Error::msg)?;
+            let warnings = bulkload::status::config_warnings(&cfg);
+            for w in &warnings {
+                println!("warning: {w}");
+            }
+            println!(
+                "config is valid: {} lender(s), {} environment(s), {} warning(s)",
+                cfg.lenders.len(),
+                cfg.environments.len(),
+                warnings.len()
+            );
+            Ok(if warnings.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
         }
         Command::Passwd => {
             let mut line = String::new();

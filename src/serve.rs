@@ -46,6 +46,8 @@ pub enum ServeError {
     },
     #[error(transparent)]
     Schedule(#[from] ScheduleError),
+    #[error(transparent)]
+    Metrics(#[from] crate::metrics::ListenError),
 }
 
 fn key_err(path: &Path, message: impl ToString) -> ServeError {
@@ -216,6 +218,21 @@ pub async fn serve(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<()
     let cancel = CancellationToken::new();
     let tracker = TaskTracker::new();
     let live = Arc::new(LiveConfig::new(cfg.clone()));
+    // Issue 13: metrics listener and the notification sender (its own tasks: never a pass's).
+    let ready = crate::metrics::Readiness {
+        listening: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+    };
+    let metrics = match &cfg.metrics.listen {
+        Some(addr) => {
+            Some(crate::metrics::serve(live.clone(), addr, ready.clone(), cancel.clone()).await?)
+        }
+        None => None,
+    };
+    let sender = tokio::spawn(crate::notify::run(
+        live.clone(),
+        Arc::new(tokio::sync::Notify::new()),
+        cancel.clone(),
+    ));
     let passes = Passes::live(live.clone()).with_live_uploads(live_uploads.clone());
     let mut cron = schedule::start_cron(passes.clone()).await?;
 
@@ -252,6 +269,9 @@ pub async fn serve(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<()
 
     let shared = Arc::new(Shared::live(live.clone(), on_upload, live_uploads));
     let ssh = Arc::new(sftp::ssh_config(&cfg, host_key));
+    ready
+        .listening
+        .store(true, std::sync::atomic::Ordering::SeqCst);
     match listener.local_addr() {
         Ok(a) => tracing::info!(address = %a, lenders = cfg.lenders.len(), "listening for SFTP"),
         Err(_) => tracing::info!(address = %cfg.sftp.listen, "listening for SFTP"),
@@ -294,6 +314,10 @@ pub async fn serve(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<()
         tracing::warn!(error = %e, "scheduler did not stop cleanly");
     }
     passes.shutdown().await;
+    let _ = sender.await;
+    if let Some(m) = metrics {
+        let _ = m.await;
+    }
     tracker.close();
     if tokio::time::timeout(SESSION_DRAIN, tracker.wait())
         .await

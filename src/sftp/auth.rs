@@ -159,6 +159,7 @@ impl Defender {
         if r.failures.len() >= p.max_failures as usize {
             r.failures.clear();
             r.banned_until = Some(now + p.ban);
+            crate::metrics::get().bans_total.inc();
             true
         } else {
             false

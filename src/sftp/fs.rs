@@ -532,6 +532,7 @@ impl SftpFs {
         match result {
             Ok(()) => {
                 tracing::info!(lender = %self.info.lender, address = %self.info.addr, path = %up.vpath, bytes = up.size, "upload complete");
+                crate::metrics::get().upload_bytes_total.inc_by(up.size);
                 if let (Some(hook), false) = (&self.info.on_upload, up.hidden) {
                     hook(&self.info.lender, &up.dest, UploadEvent::Published);
                 }

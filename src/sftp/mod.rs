@@ -420,6 +420,8 @@ impl Connection {
         match self.shared.sessions.try_acquire(user) {
             Some(slot) => {
                 tracing::info!(lender = user, address = %self.addr, method, "login");
+                crate::metrics::login(method, true);
+                crate::metrics::get().sftp_sessions.inc();
                 self.login = Some((user.to_string(), slot));
                 self.pending.release();
                 self.authed.cancel();
@@ -427,6 +429,7 @@ impl Connection {
             }
             None => {
                 limited_warn!("refusal", lender = user, address = %self.addr, limit = self.shared.cfg().sftp.max_sessions_per_lender, "refused: too many sessions for this lender");
+                crate::metrics::login(method, false);
                 reject()
             }
         }
@@ -441,6 +444,7 @@ impl Connection {
     ) -> Result<Auth, SessionError> {
         // The user name is the client's text: logged escaped (Debug), never the password.
         limited_warn!("login", lender = ?user, address = %self.addr, method, "refused: login failed");
+        crate::metrics::login(method, false);
         if banned {
             tracing::warn!(address = %self.addr, ban_seconds = self.shared.cfg().sftp.ban_seconds, "address banned after repeated failed logins");
             return Err(SessionError::Banned);
@@ -453,6 +457,7 @@ impl Drop for Connection {
     fn drop(&mut self) {
         if let Some((lender, _)) = &self.login {
             tracing::info!(lender = %lender, address = %self.addr, "session closed");
+            crate::metrics::get().sftp_sessions.dec();
         }
     }
 }
@@ -518,6 +523,7 @@ impl russh::server::Handler for Connection {
             Ok(self.accept_login(user, "publickey"))
         } else {
             limited_info!("login", lender = ?user, address = %self.addr, key = %key.public_key.fingerprint(HashAlg::Sha256), "refused: key not authorized");
+            crate::metrics::login("publickey", false);
             Ok(reject())
         }
     }

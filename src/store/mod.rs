@@ -158,6 +158,31 @@ pub struct LoadRow {
     pub dry_run: bool,
 }
 
+/// One queued notification with its load (issue 13).
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub id: i64,
+    /// The `webhook-id`: the same on every try.
+    pub msg_id: String,
+    pub event: String,
+    /// `webhook` or `email`.
+    pub channel: String,
+    /// The URL, or the comma-separated addresses.
+    pub target: String,
+    /// Unix seconds.
+    pub created_at: f64,
+    pub attempts: i64,
+    pub load: LoadRow,
+}
+
+/// What one try of a notification did.
+#[derive(Debug, Clone)]
+pub enum Attempt {
+    Delivered,
+    Retry { next_at: f64, error: String },
+    Failed { error: String },
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("store {path}: {reason}")]
@@ -209,6 +234,18 @@ pub trait Store: Send {
         after_seq: i64,
         limit: i64,
     ) -> Result<Vec<(i64, i64, String)>, StoreError>;
+    /// Outbox (issue 13): pending notifications due at `now` (unix seconds) whose load is
+    /// finished, soonest first.
+    fn due_deliveries(&self, now: f64, limit: usize) -> Result<Vec<Delivery>, StoreError>;
+    /// Records one try of a notification.
+    fn record_attempt(&self, id: i64, attempt: &Attempt) -> Result<(), StoreError>;
+    /// Notifications of a lender not delivered yet (for `bulkload status`).
+    fn pending_deliveries(&self, lender: &str) -> Result<i64, StoreError>;
+    /// The newest load of a lender.
+    fn last_load(&self, lender: &str) -> Result<Option<LoadRow>, StoreError>;
+    /// Retention: removes the problems of finished loads that ended before `ended_before`
+    /// (ISO 8601); returns how many.
+    fn prune_problems(&self, ended_before: &str) -> Result<u64, StoreError>;
     /// Calls `f(index, message)` for each problem of a load, in order.
     #[allow(clippy::type_complexity)]
     fn for_each_problem(
@@ -285,6 +322,14 @@ pub trait LoadTx {
     fn set_dry_run(&mut self) -> Result<(), StoreError>;
     /// The newest stamp used for this supplied name by another load of the lender.
     fn latest_stamp(&mut self, pickup_name: &str) -> Result<Option<String>, StoreError>;
+    /// Outbox (issue 13): queues the notifications of this load (`(channel, target)`), committed
+    /// with it.
+    fn enqueue(
+        &mut self,
+        event: &str,
+        targets: &[(&str, String)],
+        now: f64,
+    ) -> Result<(), StoreError>;
     /// Records the outcome and commits: from here on the load counts as applied.
     fn complete(
         self: Box<Self>,

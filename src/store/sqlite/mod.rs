@@ -12,8 +12,8 @@ use rusqlite::{
 use std::path::Path;
 
 use super::{
-    AccountKind, Found, Key, Link, LoadKey, LoadRow, LoadTx, RowId, Source, Store, StoreError,
-    Table, Value, Written,
+    AccountKind, Attempt, Delivery, Found, Key, Link, LoadKey, LoadRow, LoadTx, RowId, Source,
+    Store, StoreError, Table, Value, Written,
 };
 use crate::config::{StoreConfig, Synchronous};
 use crate::problem::Problem;
@@ -24,7 +24,16 @@ const MIGRATIONS: &[&str] = &[
     include_str!("schema_v1.sql"),
     include_str!("schema_v2.sql"),
     include_str!("schema_v3.sql"),
+    include_str!("schema_v4.sql"),
 ];
+
+/// Whether the store at `path` exists with every migration applied: the notification sender
+/// opens only such a store, so it never migrates one a pass is creating (issue 13).
+pub fn is_current(path: &Path) -> bool {
+    rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .and_then(|c| c.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0)))
+        .is_ok_and(|v| v == MIGRATIONS.len() as i64)
+}
 
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
@@ -219,6 +228,55 @@ impl Store for SqliteStore {
         Ok(self.problems_page_sql(row, after_seq, limit)?)
     }
 
+    fn due_deliveries(&self, now: f64, limit: usize) -> Result<Vec<Delivery>, StoreError> {
+        self.ops_due(now, limit)
+    }
+
+    fn record_attempt(&self, id: i64, attempt: &Attempt) -> Result<(), StoreError> {
+        match attempt {
+            Attempt::Delivered => self.conn.execute(
+                "UPDATE outbox SET state = 'delivered', attempts = attempts + 1, last_error = NULL WHERE id = ?1",
+                [id],
+            )?,
+            Attempt::Retry { next_at, error } => self.conn.execute(
+                "UPDATE outbox SET attempts = attempts + 1, next_at = ?2, last_error = ?3 WHERE id = ?1",
+                params![id, next_at, error],
+            )?,
+            Attempt::Failed { error } => self.conn.execute(
+                "UPDATE outbox SET state = 'failed', attempts = attempts + 1, last_error = ?2 WHERE id = ?1",
+                params![id, error],
+            )?,
+        };
+        Ok(())
+    }
+
+    fn pending_deliveries(&self, lender: &str) -> Result<i64, StoreError> {
+        Ok(self.conn.query_row(
+            "SELECT count(*) FROM outbox WHERE lender = ?1 AND state = 'pending'",
+            [lender],
+            |r| r.get(0),
+        )?)
+    }
+
+    fn last_load(&self, lender: &str) -> Result<Option<LoadRow>, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                &format!("SELECT {LOAD_COLUMNS} FROM bulk_loads WHERE lender = ?1 ORDER BY id DESC LIMIT 1"),
+                [lender],
+                load_row,
+            )
+            .optional()?)
+    }
+
+    fn prune_problems(&self, ended_before: &str) -> Result<u64, StoreError> {
+        Ok(self.conn.execute(
+            "DELETE FROM load_problems WHERE load_id IN
+               (SELECT id FROM bulk_loads WHERE state = 'finished' AND ended_at < ?1)",
+            [ended_before],
+        )? as u64)
+    }
+
     fn for_each_problem(
         &self,
         row: RowId,
@@ -254,6 +312,64 @@ impl SqliteStore {
             Ok((r.get(0)?, r.get(1)?, r.get(2)?))
         })?;
         rows.collect()
+    }
+}
+
+// The outbox and housekeeping (issue 13).
+impl SqliteStore {
+    fn ops_due(&self, now: f64, limit: usize) -> Result<Vec<Delivery>, StoreError> {
+        let cols = LOAD_COLUMNS
+            .split(',')
+            .map(|c| format!("l.{}", c.trim()))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let mut st = self.conn.prepare(&format!(
+            "SELECT o.id, o.msg_id, o.event, o.channel, o.target, o.created_at, o.attempts, {cols}
+             FROM outbox o JOIN bulk_loads l ON l.id = o.load_id
+             WHERE o.state = 'pending' AND o.next_at <= ?1 AND l.state = 'finished'
+             ORDER BY o.next_at, o.id LIMIT ?2"
+        ))?;
+        let rows = st.query_map(params![now, limit as i64], |r| {
+            let load = {
+                // The load's columns follow the outbox's seven.
+                LoadRow {
+                    row: r.get(7)?,
+                    id: r.get(8)?,
+                    lender: r.get(9)?,
+                    pickup_name: r.get(10)?,
+                    claim: r.get(11)?,
+                    source: r.get(12)?,
+                    started_at: r.get(13)?,
+                    ended_at: r.get(14)?,
+                    stamp: r.get(15)?,
+                    error_message: r.get(16)?,
+                    counts: Counts {
+                        create_success: r.get(17)?,
+                        update_success: r.get(18)?,
+                        add_success: r.get(19)?,
+                        delete_success: r.get(20)?,
+                        create_failure: r.get(21)?,
+                        update_failure: r.get(22)?,
+                        add_failure: r.get(23)?,
+                        delete_failure: r.get(24)?,
+                        mode_failure: r.get(25)?,
+                    },
+                    finished: r.get::<_, String>(26)? == "finished",
+                    dry_run: r.get::<_, i64>(27)? != 0,
+                }
+            };
+            Ok(Delivery {
+                id: r.get(0)?,
+                msg_id: r.get(1)?,
+                event: r.get(2)?,
+                channel: r.get(3)?,
+                target: r.get(4)?,
+                created_at: r.get(5)?,
+                attempts: r.get(6)?,
+                load,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 }
 
@@ -638,6 +754,30 @@ impl LoadTx for SqliteTx<'_> {
             )
             .optional()?
             .flatten())
+    }
+
+    fn enqueue(
+        &mut self,
+        event: &str,
+        targets: &[(&str, String)],
+        now: f64,
+    ) -> Result<(), StoreError> {
+        for (channel, target) in targets {
+            self.tx.execute(
+                "INSERT INTO outbox (msg_id, load_id, lender, event, channel, target, created_at, next_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)",
+                params![
+                    format!("msg_{}", uuid::Uuid::new_v4().simple()),
+                    self.id,
+                    self.lender,
+                    event,
+                    channel,
+                    target,
+                    now
+                ],
+            )?;
+        }
+        Ok(())
     }
 
     fn complete(
