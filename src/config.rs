@@ -100,8 +100,10 @@ struct RawSchedule {
     on_upload: bool,
     #[serde(default = "default_debounce")]
     on_upload_delay_seconds: f64,
-    #[serde(default = "default_max_debounce")]
-    on_upload_max_delay_seconds: f64,
+    /// Absent: the default, or `on_upload_delay_seconds` when that is longer (a config written
+    /// before this key existed keeps working).
+    #[serde(default)]
+    on_upload_max_delay_seconds: Option<f64>,
 }
 impl Default for RawSchedule {
     fn default() -> Self {
@@ -110,7 +112,7 @@ impl Default for RawSchedule {
             settle_seconds: default_settle(),
             on_upload: false,
             on_upload_delay_seconds: default_debounce(),
-            on_upload_max_delay_seconds: default_max_debounce(),
+            on_upload_max_delay_seconds: None,
         }
     }
 }
@@ -854,15 +856,16 @@ impl Config {
                 raw.sftp.max_startups
             )));
         };
+        let max_delay = raw
+            .schedule
+            .on_upload_max_delay_seconds
+            .unwrap_or_else(|| default_max_debounce().max(raw.schedule.on_upload_delay_seconds));
         for (key, v) in [
             (
                 "on_upload_delay_seconds",
                 raw.schedule.on_upload_delay_seconds,
             ),
-            (
-                "on_upload_max_delay_seconds",
-                raw.schedule.on_upload_max_delay_seconds,
-            ),
+            ("on_upload_max_delay_seconds", max_delay),
         ] {
             if !(0.0..=86_400.0).contains(&v) {
                 return Err(invalid(format!(
@@ -870,7 +873,7 @@ impl Config {
                 )));
             }
         }
-        if raw.schedule.on_upload_max_delay_seconds < raw.schedule.on_upload_delay_seconds {
+        if max_delay < raw.schedule.on_upload_delay_seconds {
             return Err(invalid(
                 "[schedule] on_upload_max_delay_seconds must be at least on_upload_delay_seconds"
                     .into(),
@@ -1033,7 +1036,7 @@ impl Config {
                 settle_seconds: raw.schedule.settle_seconds,
                 on_upload: raw.schedule.on_upload,
                 on_upload_delay_seconds: raw.schedule.on_upload_delay_seconds,
-                on_upload_max_delay_seconds: raw.schedule.on_upload_max_delay_seconds,
+                on_upload_max_delay_seconds: max_delay,
             },
             sftp: Sftp {
                 listen: raw.sftp.listen,
@@ -1447,6 +1450,10 @@ mod tests {
         )
         .unwrap();
         assert!(old.reread().is_err());
+        // A config written before the maximum existed keeps working: it follows the delay.
+        std::fs::write(&p, "[schedule]\non_upload_delay_seconds = 5\n").unwrap();
+        let (new, _) = old.reread().unwrap();
+        assert_eq!(new.schedule.on_upload_max_delay_seconds, 5.0);
     }
 
     #[test]
