@@ -250,37 +250,24 @@ impl LenderPass<'_, '_> {
         crate::lookups::write_all(self.cfg, self.lender, &d.lookups)
             .map_err(io_err("cannot write lookups in", &d.lookups))?;
         self.recover()?;
-        for name in self.scan()? {
+        let pickup = self.scan()?;
+        // Dry runs last: they see the store as this pass's files left it.
+        let validate = self.scan_validate()?;
+        let queue = pickup
+            .into_iter()
+            .map(|n| (n, false))
+            .chain(validate.into_iter().map(|n| (n, true)));
+        for (name, dry_run) in queue {
             if self.opts.stop.is_some_and(|s| s.load(Ordering::SeqCst)) {
                 self.summary.stopped = true;
                 return Ok(());
             }
-            let from = d.pickup.join(&name);
-            let claim = claim_name_for(&name, false);
+            let from = if dry_run { &d.validate } else { &d.pickup }.join(&name);
+            let claim = claim_name_for(&name, dry_run);
             let claimed = d.work.join(&claim);
             match rename_durable(&from, &claimed) {
                 Ok(()) => {}
                 // Gone since the scan (the lender removed it): nothing to do.
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => {
-                    self.skip(&name, format!("cannot claim it: {e}"));
-                    continue;
-                }
-            }
-            failpoint::hit("claimed");
-            self.guarded(&claim, |lp| lp.process(&claim))?;
-        }
-        // Dry runs last: they see the store as this pass's files left it.
-        for name in self.scan_validate()? {
-            if self.opts.stop.is_some_and(|s| s.load(Ordering::SeqCst)) {
-                self.summary.stopped = true;
-                return Ok(());
-            }
-            let from = d.validate.join(&name);
-            let claim = claim_name_for(&name, true);
-            let claimed = d.work.join(&claim);
-            match rename_durable(&from, &claimed) {
-                Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                 Err(e) => {
                     self.skip(&name, format!("cannot claim it: {e}"));

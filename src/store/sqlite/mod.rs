@@ -50,30 +50,35 @@ const LOAD_COLUMNS: &str = "id, number, lender, pickup_name, claim, source, star
      num_create_failure, num_update_failure, num_add_failure, num_delete_failure, num_mode_failure, state, dry_run";
 
 fn load_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<LoadRow> {
+    load_row_at(r, 0)
+}
+
+/// A load row whose `LOAD_COLUMNS` start at column `o` of `r`.
+fn load_row_at(r: &rusqlite::Row<'_>, o: usize) -> rusqlite::Result<LoadRow> {
     Ok(LoadRow {
-        row: r.get(0)?,
-        id: r.get(1)?,
-        lender: r.get(2)?,
-        pickup_name: r.get(3)?,
-        claim: r.get(4)?,
-        source: r.get(5)?,
-        started_at: r.get(6)?,
-        ended_at: r.get(7)?,
-        stamp: r.get(8)?,
-        error_message: r.get(9)?,
+        row: r.get(o)?,
+        id: r.get(o + 1)?,
+        lender: r.get(o + 2)?,
+        pickup_name: r.get(o + 3)?,
+        claim: r.get(o + 4)?,
+        source: r.get(o + 5)?,
+        started_at: r.get(o + 6)?,
+        ended_at: r.get(o + 7)?,
+        stamp: r.get(o + 8)?,
+        error_message: r.get(o + 9)?,
         counts: Counts {
-            create_success: r.get(10)?,
-            update_success: r.get(11)?,
-            add_success: r.get(12)?,
-            delete_success: r.get(13)?,
-            create_failure: r.get(14)?,
-            update_failure: r.get(15)?,
-            add_failure: r.get(16)?,
-            delete_failure: r.get(17)?,
-            mode_failure: r.get(18)?,
+            create_success: r.get(o + 10)?,
+            update_success: r.get(o + 11)?,
+            add_success: r.get(o + 12)?,
+            delete_success: r.get(o + 13)?,
+            create_failure: r.get(o + 14)?,
+            update_failure: r.get(o + 15)?,
+            add_failure: r.get(o + 16)?,
+            delete_failure: r.get(o + 17)?,
+            mode_failure: r.get(o + 18)?,
         },
-        finished: r.get::<_, String>(19)? == "finished",
-        dry_run: r.get::<_, i64>(20)? != 0,
+        finished: r.get::<_, String>(o + 19)? == "finished",
+        dry_run: r.get::<_, i64>(o + 20)? != 0,
     })
 }
 
@@ -330,34 +335,8 @@ impl SqliteStore {
              ORDER BY o.next_at, o.id LIMIT ?2"
         ))?;
         let rows = st.query_map(params![now, limit as i64], |r| {
-            let load = {
-                // The load's columns follow the outbox's seven.
-                LoadRow {
-                    row: r.get(7)?,
-                    id: r.get(8)?,
-                    lender: r.get(9)?,
-                    pickup_name: r.get(10)?,
-                    claim: r.get(11)?,
-                    source: r.get(12)?,
-                    started_at: r.get(13)?,
-                    ended_at: r.get(14)?,
-                    stamp: r.get(15)?,
-                    error_message: r.get(16)?,
-                    counts: Counts {
-                        create_success: r.get(17)?,
-                        update_success: r.get(18)?,
-                        add_success: r.get(19)?,
-                        delete_success: r.get(20)?,
-                        create_failure: r.get(21)?,
-                        update_failure: r.get(22)?,
-                        add_failure: r.get(23)?,
-                        delete_failure: r.get(24)?,
-                        mode_failure: r.get(25)?,
-                    },
-                    finished: r.get::<_, String>(26)? == "finished",
-                    dry_run: r.get::<_, i64>(27)? != 0,
-                }
-            };
+            // The load's columns follow the outbox's seven.
+            let load = load_row_at(r, 7)?;
             Ok(Delivery {
                 id: r.get(0)?,
                 msg_id: r.get(1)?,
