@@ -142,14 +142,21 @@ pub async fn run(
             };
             for d in due {
                 let key = (env.clone(), d.id);
-                if !in_flight.lock().expect("not poisoned").insert(key.clone()) {
+                if !in_flight
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .insert(key.clone())
+                {
                     continue;
                 }
                 let (cfg, env, http, in_flight) =
                     (cfg.clone(), env.clone(), http.clone(), in_flight.clone());
                 tokio::spawn(async move {
                     deliver(&cfg, &env, &http, d).await;
-                    in_flight.lock().expect("not poisoned").remove(&key);
+                    in_flight
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .remove(&key);
                 });
             }
         }
