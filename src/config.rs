@@ -661,6 +661,14 @@ pub struct Division {
 }
 
 impl Lender {
+    /// The lender's division when it has exactly one: the default of every division field.
+    pub fn only_division(&self) -> Option<&Division> {
+        match self.divisions.as_slice() {
+            [only] => Some(only),
+            _ => None,
+        }
+    }
+
     /// The division whose thread id equals `id` (ignoring case).
     pub fn division(&self, id: &str) -> Option<&Division> {
         self.divisions

@@ -160,11 +160,6 @@ pub struct Passes {
 }
 
 impl Passes {
-    /// The single writer passes take their turn from; other intakes submit through it too.
-    pub fn writer(&self) -> &WriterQueue {
-        &self.writer
-    }
-
     pub fn new(cfg: Arc<Config>) -> Self {
         Self::live(Arc::new(LiveConfig::new(cfg)))
     }

@@ -327,6 +327,14 @@ impl Record {
             _ => None,
         }
     }
+    /// The division ids a division field holds (one for a loan, a list otherwise), if any.
+    pub fn divisions(&self, name: &str) -> Option<Vec<String>> {
+        match self.slot(name) {
+            Slot::Set(Val::Str(s)) => Some(vec![s.clone()]),
+            Slot::Set(Val::List(v)) => Some(v.clone()),
+            _ => None,
+        }
+    }
     pub fn pairs(&self, name: &str) -> &[Pair] {
         match self.slot(name) {
             Slot::Set(Val::Pairs(v)) => v,
@@ -562,17 +570,15 @@ fn identity_rules(r: &Record, mode: Mode, problems: &mut Problems) {
     }
 }
 
+/// The problem of a division field missing on create for a lender with several divisions.
+pub(crate) const DIVISION_REQUIRED: &str =
+    "required for create, as this lender has more than one division.";
+
 /// Divisions exist for the lender; a lender with one division may omit them.
 fn division_rules(r: &mut Record, field: &'static str, ctx: Ctx<'_>, problems: &mut Problems) {
     let lender = ctx.lender;
-    let single = lender.divisions.len() == 1;
-    let given: Vec<String> = match r.slot(field) {
-        Slot::Set(Val::Str(s)) => vec![s.clone()],
-        Slot::Set(Val::List(v)) => v.clone(),
-        _ => Vec::new(),
-    };
-    for id in &given {
-        if lender.division(id).is_none() {
+    for id in r.divisions(field).unwrap_or_default() {
+        if lender.division(&id).is_none() {
             problems.at(
                 field,
                 Code::UnknownReference,
@@ -582,34 +588,23 @@ fn division_rules(r: &mut Record, field: &'static str, ctx: Ctx<'_>, problems: &
             );
         }
     }
-    let default = |lender: &Lender| {
-        let id = lender.divisions[0].thread_id.clone();
-        match r
-            .kind
-            .fields()
-            .iter()
-            .find(|f| f.name == field)
-            .map(|f| f.ty)
-        {
-            Some(Ty::StrList(_)) => Slot::Set(Val::List(vec![id])),
-            _ => Slot::Set(Val::Str(id)),
-        }
+    let is_list = r
+        .kind
+        .fields()
+        .iter()
+        .any(|f| f.name == field && matches!(f.ty, Ty::StrList(_)));
+    let default = |id: String| match is_list {
+        true => Slot::Set(Val::List(vec![id])),
+        false => Slot::Set(Val::Str(id)),
     };
-    match r.slot(field) {
-        Slot::Absent if single && r.mode == Mode::Create => {
-            let d = default(lender);
-            r.set(field, d)
-        }
-        Slot::Null if single => {
-            let d = default(lender);
-            r.set(field, d)
-        }
-        Slot::Absent if r.mode == Mode::Create && !single => problems.at(
-            field,
-            Code::Required,
-            "required for create, as this lender has more than one division.",
-        ),
-        Slot::Null => problems.at(
+    let only = lender.only_division().map(|d| d.thread_id.clone());
+    let absent = matches!(r.slot(field), Slot::Absent);
+    let null = matches!(r.slot(field), Slot::Null);
+    let create = r.mode == Mode::Create;
+    match only {
+        Some(id) if null || (absent && create) => r.set(field, default(id)),
+        None if absent && create => problems.at(field, Code::Required, DIVISION_REQUIRED),
+        None if null => problems.at(
             field,
             Code::NotAllowed,
             format!(

@@ -250,25 +250,20 @@ impl Writer<'_> {
 
     /// The lender's division when it has exactly one.
     pub fn default_division(&self) -> Option<String> {
-        match self.lender.divisions.as_slice() {
-            [only] => Some(only.thread_id.clone()),
-            _ => None,
-        }
+        self.lender.only_division().map(|d| d.thread_id.clone())
     }
 
     /// A record's divisions, or the single division by default (an upsert that creates).
     pub fn divisions_or_default(&self, r: &Record, field: &str) -> Result<Vec<String>, ApplyError> {
-        let given = match r.slot(field) {
-            Slot::Set(Val::List(v)) => Some(v.clone()),
-            Slot::Set(Val::Str(s)) => Some(vec![s.clone()]),
-            _ => None,
-        };
-        match given.or_else(|| self.default_division().map(|d| vec![d])) {
+        match r
+            .divisions(field)
+            .or_else(|| self.default_division().map(|d| vec![d]))
+        {
             Some(d) => Ok(d),
             None => reject(Problem::field(
                 field,
                 Code::Required,
-                "required for create, as this lender has more than one division.",
+                super::DIVISION_REQUIRED,
             )),
         }
     }
