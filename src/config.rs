@@ -238,14 +238,36 @@ struct RawStore {
     synchronous: String,
     #[serde(default = "default_cache_mib")]
     cache_mib: u64,
+    /// `postgres://user@host:port/database`: the PostgreSQL store (issue 14); absent: SQLite.
+    #[serde(default)]
+    url: Option<String>,
+    /// A file holding the PostgreSQL password (else `BULKLOAD_STORE_PASSWORD`, else none).
+    #[serde(default)]
+    password_file: Option<PathBuf>,
+    /// How long a daemon's claim on a lender lasts without renewal (PostgreSQL).
+    #[serde(default = "default_lease_seconds")]
+    lease_seconds: u64,
+    /// Lenders one daemon applies at once (PostgreSQL; SQLite has one writer).
+    #[serde(default = "default_parallel_lenders")]
+    parallel_lenders: usize,
 }
 impl Default for RawStore {
     fn default() -> Self {
         RawStore {
             synchronous: default_sync(),
             cache_mib: default_cache_mib(),
+            url: None,
+            password_file: None,
+            lease_seconds: default_lease_seconds(),
+            parallel_lenders: default_parallel_lenders(),
         }
     }
+}
+fn default_lease_seconds() -> u64 {
+    30
+}
+fn default_parallel_lenders() -> usize {
+    4
 }
 fn default_sync() -> String {
     "full".into()
@@ -623,10 +645,12 @@ impl Default for Limits {
     }
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct StoreConfig {
     pub synchronous: Synchronous,
     pub cache_mib: u64,
+    /// The PostgreSQL store; `None`: SQLite files in `data_dir/db/`.
+    pub postgres: Option<std::sync::Arc<PgConfig>>,
 }
 
 impl Default for StoreConfig {
@@ -634,7 +658,68 @@ impl Default for StoreConfig {
         StoreConfig {
             synchronous: Synchronous::Full,
             cache_mib: default_cache_mib(),
+            postgres: None,
         }
+    }
+}
+
+/// `[store] url` and what goes with it (issue 14).
+#[derive(Debug, Clone)]
+pub struct PgConfig {
+    /// The URL without a password (refused in it: passwords come from a file or the
+    /// environment, so the URL can be logged).
+    pub url: String,
+    pub password: Option<Secret>,
+    pub lease: std::time::Duration,
+    pub parallel_lenders: usize,
+}
+
+impl PgConfig {
+    /// What errors and logs show of the database.
+    pub fn shown(&self) -> String {
+        self.url.clone()
+    }
+
+    /// Reads `url`, `password_file` / `BULKLOAD_STORE_PASSWORD` (also used by `bulkload
+    /// migrate --to`).
+    pub fn new(
+        url: &str,
+        password_file: Option<&Path>,
+        lease_seconds: u64,
+        parallel_lenders: usize,
+    ) -> Result<PgConfig, String> {
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            return Err(format!(
+                "[store] url must start with postgres:// (got {:?})",
+                url.split(':').next().unwrap_or("")
+            ));
+        }
+        let rest = url.split_once("://").map_or("", |(_, r)| r);
+        let authority = rest.split(['/', '?']).next().unwrap_or("");
+        if let Some((user, _)) = authority.rsplit_once('@') {
+            if user.contains(':') {
+                return Err("[store] url must not hold a password: put it in [store] password_file or the BULKLOAD_STORE_PASSWORD environment variable".into());
+            }
+        }
+        let password = match password_file {
+            Some(p) => {
+                let text = std::fs::read_to_string(p)
+                    .map_err(|e| format!("[store] password_file {}: {e}", p.display()))?;
+                Some(Secret::new(text.trim_end_matches(['\n', '\r'])))
+            }
+            None => std::env::var("BULKLOAD_STORE_PASSWORD")
+                .ok()
+                .map(Secret::new),
+        };
+        if lease_seconds < 2 {
+            return Err("[store] lease_seconds must be at least 2".into());
+        }
+        Ok(PgConfig {
+            url: url.to_string(),
+            password,
+            lease: std::time::Duration::from_secs(lease_seconds),
+            parallel_lenders: parallel_lenders.clamp(1, 64),
+        })
     }
 }
 
@@ -842,6 +927,18 @@ impl Config {
                     "[store] synchronous = {other:?}: expected \"full\" or \"normal\""
                 )))
             }
+        };
+        let postgres = match &raw.store.url {
+            None => None,
+            Some(url) => Some(std::sync::Arc::new(
+                PgConfig::new(
+                    url,
+                    raw.store.password_file.as_deref(),
+                    raw.store.lease_seconds,
+                    raw.store.parallel_lenders,
+                )
+                .map_err(invalid)?,
+            )),
         };
         if raw.limits.max_record_bytes < 1024 {
             return Err(invalid(
@@ -1067,6 +1164,7 @@ impl Config {
             store: StoreConfig {
                 synchronous,
                 cache_mib: raw.store.cache_mib,
+                postgres,
             },
             lenders,
             lookups,
@@ -1295,7 +1393,7 @@ impl Config {
             notes.push("environments changed: take effect at the next restart".into());
             new.environments = self.environments.clone();
         }
-        new.store = self.store;
+        new.store = self.store.clone();
         Ok((new, notes))
     }
 }

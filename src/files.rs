@@ -34,6 +34,8 @@ use crate::records::Kind;
 use crate::result::{write_result, ResultHeader};
 use crate::store::{self, LoadKey, LoadRow, Source, Store, StoreError};
 
+mod shared;
+
 #[derive(Debug, thiserror::Error)]
 pub enum PassError {
     #[error("{0}")]
@@ -170,9 +172,14 @@ pub fn run_pass(
     opts: &PassOptions<'_>,
     on_file: &mut dyn FnMut(&FileEvent),
 ) -> Result<PassSummary, PassError> {
-    let _turn = opts.queue.map(WriterQueue::turn);
     let _timer = crate::metrics::PassTimer::start(); // issue 13: passes_total, pass duration
     fs::create_dir_all(&cfg.data_dir).map_err(io_err("cannot create data dir", &cfg.data_dir))?;
+    if let Some(pg) = &cfg.store.postgres {
+        // Several daemons share a PostgreSQL store: lender leases replace the pass lock and
+        // the single writer, and lenders are applied in parallel.
+        return crate::files::shared::run_pass(cfg, pg, opts, on_file);
+    }
+    let _turn = opts.queue.map(WriterQueue::turn);
     let lock_path = layout::pass_lock_path(&cfg.data_dir);
     let lock = File::options()
         .create(true)
@@ -185,7 +192,7 @@ pub fn run_pass(
 
     let mut summary = PassSummary::default();
     for env in &cfg.environments {
-        let mut store = store::open(&layout::store_path(&cfg.data_dir, env), cfg.store)?;
+        let mut store = store::open_env(cfg, env)?;
         if let Err(e) = crate::retention::prune_problems(cfg, env, &*store) {
             tracing::warn!(env = %env, error = %e, "retention: cannot prune problems");
         }
@@ -227,7 +234,7 @@ pub fn run_pass(
     Ok(summary)
 }
 
-struct LenderPass<'a, 'o> {
+pub(crate) struct LenderPass<'a, 'o> {
     cfg: &'a Config,
     env: &'a str,
     lender: &'a Lender,
@@ -238,8 +245,33 @@ struct LenderPass<'a, 'o> {
     summary: &'a mut PassSummary,
 }
 
+impl<'a, 'o> LenderPass<'a, 'o> {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        cfg: &'a Config,
+        env: &'a str,
+        lender: &'a Lender,
+        dirs: &'a LenderDirs,
+        store: &'a mut dyn Store,
+        opts: &'a PassOptions<'o>,
+        on_file: &'a mut dyn FnMut(&FileEvent),
+        summary: &'a mut PassSummary,
+    ) -> Self {
+        LenderPass {
+            cfg,
+            env,
+            lender,
+            dirs,
+            store,
+            opts,
+            on_file,
+            summary,
+        }
+    }
+}
+
 impl LenderPass<'_, '_> {
-    fn run(&mut self) -> Result<(), PassError> {
+    pub(crate) fn run(&mut self) -> Result<(), PassError> {
         let d = self.dirs;
         d.ensure_tree()
             .map_err(io_err("cannot create folders under", &d.home))?;
@@ -261,6 +293,12 @@ impl LenderPass<'_, '_> {
             if self.opts.stop.is_some_and(|s| s.load(Ordering::SeqCst)) {
                 self.summary.stopped = true;
                 return Ok(());
+            }
+            // Several daemons: the lender stays ours only while its lease does.
+            if !self.store.renew_lease()? {
+                return Err(PassError::Store(StoreError::LeaseLost(
+                    self.lender.id.clone(),
+                )));
             }
             let from = if dry_run { &d.validate } else { &d.pickup }.join(&name);
             let claim = claim_name_for(&name, dry_run);

@@ -124,11 +124,10 @@ pub async fn run(
                 let cfg = cfg.clone();
                 let env = env.clone();
                 tokio::task::spawn_blocking(move || -> Result<Vec<Delivery>, StoreError> {
-                    let path = layout::store_path(&cfg.data_dir, &env);
-                    if !store::sqlite::is_current(&path) {
+                    if !store::is_current_env(&cfg, &env) {
                         return Ok(Vec::new()); // not created (or migrated) by a pass yet
                     }
-                    store::open(&path, cfg.store)?.due_deliveries(now(), 64)
+                    store::open_env(&cfg, &env)?.due_deliveries(now(), 64)
                 })
                 .await
             };
@@ -177,11 +176,18 @@ pub async fn deliver_due_once(cfg: &Config) {
     let cfg = Arc::new(cfg.clone());
     let mut tries = tokio::task::JoinSet::new();
     for env in &cfg.environments {
-        let path = layout::store_path(&cfg.data_dir, env);
-        if !store::sqlite::is_current(&path) {
+        if !store::is_current_env(&cfg, env) {
             continue;
         }
-        let due = match store::open(&path, cfg.store).and_then(|s| s.due_deliveries(now(), 1000)) {
+        let read = {
+            let (cfg, env) = (cfg.clone(), env.clone());
+            tokio::task::spawn_blocking(move || {
+                store::open_env(&cfg, &env).and_then(|s| s.due_deliveries(now(), 1000))
+            })
+            .await
+            .unwrap_or_else(|e| Err(store::StoreError::Backend(e.to_string())))
+        };
+        let due = match read {
             Ok(d) => d,
             Err(e) => {
                 tracing::warn!(env = %env, error = %e, "outbox: cannot read due notifications");
@@ -231,11 +237,10 @@ async fn deliver(cfg: &Config, env: &str, http: &reqwest::Client, d: Delivery) {
         }
     };
     crate::metrics::delivery(&d.channel, outcome);
-    let path = layout::store_path(&cfg.data_dir, env);
-    let sc = cfg.store;
     let id = d.id;
+    let (cfg2, env2) = (cfg.clone(), env.to_string());
     let saved = tokio::task::spawn_blocking(move || {
-        store::open(&path, sc).and_then(|s| s.record_attempt(id, &attempt))
+        store::open_env(&cfg2, &env2).and_then(|s| s.record_attempt(id, &attempt))
     })
     .await;
     if let Ok(Err(e)) = saved {

@@ -7,11 +7,12 @@
 //! broker's owner account is, and every message a lender reads live in `records`, above these
 //! traits, so that a second backend writes only its SQL. Backends live in submodules (`sqlite`).
 
+pub mod postgres;
 pub mod sqlite;
 
 use std::path::Path;
 
-use crate::config::StoreConfig;
+use crate::config::{Config, StoreConfig};
 use crate::problem::Problem;
 use crate::result::Counts;
 
@@ -202,6 +203,10 @@ pub enum StoreError {
     Backend(String),
     #[error("store: load {0} not found")]
     MissingLoad(RowId),
+    /// Several daemons (PostgreSQL): this pass's lease on the lender expired and another
+    /// daemon took it over; the lender is left to it.
+    #[error("store: the lease on lender {0} was lost to another daemon")]
+    LeaseLost(String),
 }
 
 /// One store: loads and their bookkeeping.
@@ -253,6 +258,21 @@ pub trait Store: Send {
         row: RowId,
         f: &mut dyn FnMut(i64, &str) -> std::io::Result<()>,
     ) -> std::io::Result<()>;
+
+    /// Several daemons (issue 14): takes this store's lease on a lender for a pass over its
+    /// files; false when another pass holds it. Loads begun afterwards are fenced by it. A store
+    /// one process owns (SQLite, under the pass lock) always grants it.
+    fn take_lease(&mut self, _lender: &str) -> Result<bool, StoreError> {
+        Ok(true)
+    }
+    /// Keeps the lease alive between files; false when it was lost.
+    fn renew_lease(&mut self) -> Result<bool, StoreError> {
+        Ok(true)
+    }
+    /// Gives the lease back at the end of the lender's pass.
+    fn release_lease(&mut self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 /// One load's transaction, scoped to one lender. Dropping it without `complete` rolls
@@ -340,7 +360,29 @@ pub trait LoadTx {
     ) -> Result<RowId, StoreError>;
 }
 
-/// Opens the store of one environment as configured.
+/// Opens a SQLite store at `path`.
 pub fn open(path: &Path, cfg: StoreConfig) -> Result<Box<dyn Store>, StoreError> {
     Ok(Box::new(sqlite::SqliteStore::open(path, cfg)?))
+}
+
+/// Opens the store of one environment as configured: PostgreSQL when `[store] url` is set
+/// (the environment's schema), else the SQLite file in `data_dir/db/`.
+pub fn open_env(cfg: &Config, env: &str) -> Result<Box<dyn Store>, StoreError> {
+    match &cfg.store.postgres {
+        Some(pg) => Ok(Box::new(postgres::PgStore::open(pg, env)?)),
+        None => open(
+            &crate::layout::store_path(&cfg.data_dir, env),
+            cfg.store.clone(),
+        ),
+    }
+}
+
+/// Whether the environment's store exists with every migration applied (the notification
+/// sender opens only such a store). PostgreSQL: the schema is migrated by whoever opens it
+/// first, under a lock, so it is always usable.
+pub fn is_current_env(cfg: &Config, env: &str) -> bool {
+    match &cfg.store.postgres {
+        Some(_) => true,
+        None => sqlite::is_current(&crate::layout::store_path(&cfg.data_dir, env)),
+    }
 }

@@ -1,0 +1,869 @@
+//! The PostgreSQL backend: one database for every environment, a schema per environment
+//! (`bulkload_<env>`), all lenders.
+//!
+//! Owns: connecting (`[store] url`, the password from `password_file` or the environment, never
+//! logged), the embedded migrations (`schema_vN.sql` beside this file, the same steps as SQLite's,
+//! in PostgreSQL's dialect, recorded in `<schema>.schema_version`), the SQL of every `Store` /
+//! `LoadTx` operation, and the lender leases several daemons coordinate through (`leases`).
+//! Must not: decide anything a lender reads (messages, which email clashes, defaults): it runs
+//! what `records` asks for, scoped to the transaction's lender, exactly as `store::sqlite` does.
+//!
+//! Adding a method: one SQL statement per operation, run through `PgStore::query` /
+//! `PgStore::exec` (prepared once per connection and cached by text). Adding a migration: a file
+//! `schema_vN.sql` here and its line in `MIGRATIONS`, mirroring SQLite's `schema_vN.sql`.
+
+pub mod leases;
+
+use postgres::types::{to_sql_checked, IsNull, ToSql, Type};
+use postgres::{Client, NoTls, Row, Statement};
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+use super::{
+    AccountKind, Attempt, Delivery, Found, Key, Link, LoadKey, LoadRow, LoadTx, RowId, Source,
+    Store, StoreError, Table, Value, Written,
+};
+use crate::config::PgConfig;
+use crate::problem::Problem;
+use crate::result::Counts;
+
+/// Embedded migrations; the n-th brings an environment's schema to version n+1. Keep them in
+/// step with `store::sqlite`'s: the same tables and columns, in the same order.
+const MIGRATIONS: &[&str] = &[
+    include_str!("schema_v1.sql"),
+    include_str!("schema_v2.sql"),
+    include_str!("schema_v3.sql"),
+    include_str!("schema_v4.sql"),
+];
+
+/// The advisory lock key every migration takes (several daemons may start at once).
+const MIGRATION_LOCK: i64 = 0x6275_6c6b_6d69_67;
+
+/// The schema holding an environment's tables.
+pub fn schema_name(env: &str) -> String {
+    format!("bulkload_{env}")
+}
+
+fn backend(e: postgres::Error) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+/// Connects to the database as configured (no schema chosen yet).
+pub fn connect(cfg: &PgConfig) -> Result<Client, StoreError> {
+    let mut pc: postgres::Config =
+        cfg.url
+            .parse()
+            .map_err(|e: postgres::Error| StoreError::Open {
+                path: cfg.shown(),
+                reason: e.to_string(),
+            })?;
+    if let Some(p) = &cfg.password {
+        pc.password(p.expose());
+    }
+    pc.application_name("bulkload");
+    pc.connect_timeout(std::time::Duration::from_secs(10));
+    // A dead peer's session (and its leases' row locks) goes away within a minute.
+    pc.keepalives(true);
+    pc.keepalives_idle(std::time::Duration::from_secs(20));
+    pc.connect(NoTls).map_err(|e| StoreError::Open {
+        path: cfg.shown(),
+        reason: e.to_string(),
+    })
+}
+
+pub struct PgStore {
+    conn: RefCell<Client>,
+    statements: RefCell<HashMap<String, Statement>>,
+    /// The lease this store's loads are fenced by (`leases`), when several daemons share it.
+    pub(crate) lease: Option<leases::Held>,
+    ttl: std::time::Duration,
+}
+
+const LOAD_COLUMNS: &str = "id, number, lender, pickup_name, claim, source, started_at, ended_at, stamp, error_message, \
+     num_create_success, num_update_success, num_add_success, num_delete_success, \
+     num_create_failure, num_update_failure, num_add_failure, num_delete_failure, num_mode_failure, state, dry_run";
+
+fn load_row_at(r: &Row, o: usize) -> Result<LoadRow, postgres::Error> {
+    Ok(LoadRow {
+        row: r.try_get(o)?,
+        id: r.try_get(o + 1)?,
+        lender: r.try_get(o + 2)?,
+        pickup_name: r.try_get(o + 3)?,
+        claim: r.try_get(o + 4)?,
+        source: r.try_get(o + 5)?,
+        started_at: r.try_get(o + 6)?,
+        ended_at: r.try_get(o + 7)?,
+        stamp: r.try_get(o + 8)?,
+        error_message: r.try_get(o + 9)?,
+        counts: Counts {
+            create_success: r.try_get(o + 10)?,
+            update_success: r.try_get(o + 11)?,
+            add_success: r.try_get(o + 12)?,
+            delete_success: r.try_get(o + 13)?,
+            create_failure: r.try_get(o + 14)?,
+            update_failure: r.try_get(o + 15)?,
+            add_failure: r.try_get(o + 16)?,
+            delete_failure: r.try_get(o + 17)?,
+            mode_failure: r.try_get(o + 18)?,
+        },
+        finished: r.try_get::<_, String>(o + 19)? == "finished",
+        dry_run: r.try_get::<_, i64>(o + 20)? != 0,
+    })
+}
+
+fn load_rows(rows: Vec<Row>) -> Result<Vec<LoadRow>, StoreError> {
+    rows.iter()
+        .map(|r| load_row_at(r, 0).map_err(backend))
+        .collect()
+}
+
+type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
+
+impl PgStore {
+    /// Connects and migrates the schema of environment `env`.
+    pub fn open(cfg: &PgConfig, env: &str) -> Result<PgStore, StoreError> {
+        let mut conn = connect(cfg)?;
+        let schema = schema_name(env);
+        let open_err = |e: postgres::Error| StoreError::Open {
+            path: format!("{} schema {schema}", cfg.shown()),
+            reason: e.to_string(),
+        };
+        let mut tx = conn.transaction().map_err(open_err)?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+            .map_err(open_err)?;
+        tx.batch_execute(&format!(
+            "CREATE SCHEMA IF NOT EXISTS \"{schema}\";
+             SET LOCAL search_path TO \"{schema}\";
+             CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL);"
+        ))
+        .map_err(open_err)?;
+        let version: i64 = tx
+            .query_opt("SELECT version FROM schema_version", &[])
+            .map_err(open_err)?
+            .map(|r| r.get(0))
+            .unwrap_or(0);
+        let known = MIGRATIONS.len() as i64;
+        if version > known {
+            return Err(StoreError::TooNew {
+                path: format!("{} schema {schema}", cfg.shown()),
+                found: version,
+                known,
+            });
+        }
+        for sql in MIGRATIONS.iter().skip(version as usize) {
+            tx.batch_execute(sql).map_err(open_err)?;
+        }
+        if version < known {
+            tx.execute("DELETE FROM schema_version", &[])
+                .map_err(open_err)?;
+            tx.execute(
+                "INSERT INTO schema_version (version) VALUES ($1)",
+                &[&known],
+            )
+            .map_err(open_err)?;
+            tracing::info!(schema = %schema, from = version, to = known, "store migrated");
+        }
+        tx.batch_execute(leases::DDL).map_err(open_err)?;
+        tx.commit().map_err(open_err)?;
+        conn.batch_execute(&format!("SET search_path TO \"{schema}\""))
+            .map_err(open_err)?;
+        Ok(PgStore {
+            conn: RefCell::new(conn),
+            statements: RefCell::new(HashMap::new()),
+            lease: None,
+            ttl: cfg.lease,
+        })
+    }
+
+    fn statement(&self, sql: &str) -> Result<Statement, StoreError> {
+        if let Some(s) = self.statements.borrow().get(sql) {
+            return Ok(s.clone());
+        }
+        let st = self.conn.borrow_mut().prepare(sql).map_err(backend)?;
+        self.statements
+            .borrow_mut()
+            .insert(sql.to_string(), st.clone());
+        Ok(st)
+    }
+
+    /// Runs one query (prepared once, cached by its text).
+    pub(crate) fn query(&self, sql: &str, params: Params<'_>) -> Result<Vec<Row>, StoreError> {
+        let st = self.statement(sql)?;
+        self.conn.borrow_mut().query(&st, params).map_err(backend)
+    }
+
+    pub(crate) fn query_opt(
+        &self,
+        sql: &str,
+        params: Params<'_>,
+    ) -> Result<Option<Row>, StoreError> {
+        Ok(self.query(sql, params)?.into_iter().next())
+    }
+
+    /// Runs one statement; returns the rows it changed.
+    pub(crate) fn exec(&self, sql: &str, params: Params<'_>) -> Result<u64, StoreError> {
+        let st = self.statement(sql)?;
+        self.conn.borrow_mut().execute(&st, params).map_err(backend)
+    }
+
+    pub(crate) fn batch(&self, sql: &str) -> Result<(), StoreError> {
+        self.conn.borrow_mut().batch_execute(sql).map_err(backend)
+    }
+
+    fn one_load(&self, sql: &str, params: Params<'_>) -> Result<Option<LoadRow>, StoreError> {
+        Ok(load_rows(self.query(sql, params)?)?.into_iter().next())
+    }
+}
+
+impl Store for PgStore {
+    fn begin<'s>(
+        &'s mut self,
+        lender: &'s str,
+        key: &LoadKey,
+        source: Source,
+        started_at: &str,
+    ) -> Result<Box<dyn LoadTx + 's>, StoreError> {
+        self.batch("BEGIN")?;
+        let mut tx = PgTx {
+            store: self,
+            lender,
+            id: 0,
+            problems: 0,
+            open: true,
+        };
+        // Fenced by the lender's lease when several daemons share the store: the lease row
+        // stays locked until this transaction ends, so no other daemon takes the lender over
+        // while a load of it is being applied.
+        if let Some(held) = &tx.store.lease {
+            leases::fence(tx.store, held, lender)?;
+        }
+        // Numbered per lender: one writer per lender (its lease, or the pass lock), and the
+        // unique index (lender, number) refuses a second.
+        let row = tx.store.query_opt(
+            "INSERT INTO bulk_loads (number, lender, pickup_name, claim, source, started_at, ended_at, stamp, state)
+             VALUES ((SELECT coalesce(max(number), 0) + 1 FROM bulk_loads WHERE lender = $1),
+                     $1, $2, $3, $4, $5, $5, '', 'applied')
+             RETURNING id",
+            &[&lender, &key.supplied_name, &key.key, &source.as_str(), &started_at],
+        )?;
+        tx.id = row
+            .map(|r| r.get::<_, i64>(0))
+            .ok_or_else(|| StoreError::Backend("no load row returned".into()))?;
+        Ok(Box::new(tx))
+    }
+
+    fn load_by_key(&self, lender: &str, key: &str) -> Result<Option<LoadRow>, StoreError> {
+        self.one_load(
+            &format!("SELECT {LOAD_COLUMNS} FROM bulk_loads WHERE claim = $1 AND lender = $2"),
+            &[&key, &lender],
+        )
+    }
+
+    fn load(&self, row: RowId) -> Result<Option<LoadRow>, StoreError> {
+        self.one_load(
+            &format!("SELECT {LOAD_COLUMNS} FROM bulk_loads WHERE id = $1"),
+            &[&row],
+        )
+    }
+
+    fn unfinished(&self, lender: &str) -> Result<Vec<LoadRow>, StoreError> {
+        load_rows(self.query(
+            &format!("SELECT {LOAD_COLUMNS} FROM bulk_loads WHERE state = 'applied' AND lender = $1 ORDER BY id"),
+            &[&lender],
+        )?)
+    }
+
+    fn previous_stamp(
+        &self,
+        lender: &str,
+        pickup_name: &str,
+        row: RowId,
+    ) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .query_opt(
+                "SELECT stamp FROM bulk_loads WHERE lender = $1 AND pickup_name = $2 AND id < $3
+                 AND dry_run = 0 ORDER BY id DESC LIMIT 1",
+                &[&lender, &pickup_name, &row],
+            )?
+            .map(|r| r.get(0)))
+    }
+
+    fn mark_finished(&self, row: RowId) -> Result<(), StoreError> {
+        self.exec(
+            "UPDATE bulk_loads SET state = 'finished' WHERE id = $1",
+            &[&row],
+        )?;
+        Ok(())
+    }
+
+    fn problems_page(
+        &self,
+        row: RowId,
+        after_seq: i64,
+        limit: i64,
+    ) -> Result<Vec<(i64, i64, String)>, StoreError> {
+        Ok(self
+            .query(
+                "SELECT seq, idx, message FROM load_problems WHERE load_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+                &[&row, &after_seq, &limit],
+            )?
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect())
+    }
+
+    fn due_deliveries(&self, now: f64, limit: usize) -> Result<Vec<Delivery>, StoreError> {
+        let cols = LOAD_COLUMNS
+            .split(',')
+            .map(|c| format!("l.{}", c.trim()))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let rows = self.query(
+            &format!(
+                "SELECT o.id, o.msg_id, o.event, o.channel, o.target, o.created_at, o.attempts, {cols}
+                 FROM outbox o JOIN bulk_loads l ON l.id = o.load_id
+                 WHERE o.state = 'pending' AND o.next_at <= $1 AND l.state = 'finished'
+                 ORDER BY o.next_at, o.id LIMIT $2"
+            ),
+            &[&now, &(limit as i64)],
+        )?;
+        rows.iter()
+            .map(|r| {
+                Ok(Delivery {
+                    id: r.try_get(0)?,
+                    msg_id: r.try_get(1)?,
+                    event: r.try_get(2)?,
+                    channel: r.try_get(3)?,
+                    target: r.try_get(4)?,
+                    created_at: r.try_get(5)?,
+                    attempts: r.try_get(6)?,
+                    load: load_row_at(r, 7)?,
+                })
+            })
+            .collect::<Result<_, postgres::Error>>()
+            .map_err(backend)
+    }
+
+    fn record_attempt(&self, id: i64, attempt: &Attempt) -> Result<(), StoreError> {
+        match attempt {
+            Attempt::Delivered => self.exec(
+                "UPDATE outbox SET state = 'delivered', attempts = attempts + 1, last_error = NULL WHERE id = $1",
+                &[&id],
+            )?,
+            Attempt::Retry { next_at, error } => self.exec(
+                "UPDATE outbox SET attempts = attempts + 1, next_at = $2, last_error = $3 WHERE id = $1",
+                &[&id, next_at, error],
+            )?,
+            Attempt::Failed { error } => self.exec(
+                "UPDATE outbox SET state = 'failed', attempts = attempts + 1, last_error = $2 WHERE id = $1",
+                &[&id, error],
+            )?,
+        };
+        Ok(())
+    }
+
+    fn pending_deliveries(&self, lender: &str) -> Result<i64, StoreError> {
+        Ok(self
+            .query_opt(
+                "SELECT count(*) FROM outbox WHERE lender = $1 AND state = 'pending'",
+                &[&lender],
+            )?
+            .map(|r| r.get(0))
+            .unwrap_or(0))
+    }
+
+    fn last_load(&self, lender: &str) -> Result<Option<LoadRow>, StoreError> {
+        self.one_load(
+            &format!(
+                "SELECT {LOAD_COLUMNS} FROM bulk_loads WHERE lender = $1 ORDER BY id DESC LIMIT 1"
+            ),
+            &[&lender],
+        )
+    }
+
+    fn prune_problems(&self, ended_before: &str) -> Result<u64, StoreError> {
+        self.exec(
+            "DELETE FROM load_problems WHERE load_id IN
+               (SELECT id FROM bulk_loads WHERE state = 'finished' AND ended_at < $1)",
+            &[&ended_before],
+        )
+    }
+
+    fn take_lease(&mut self, lender: &str) -> Result<bool, StoreError> {
+        if let Some(old) = self.lease.take() {
+            leases::release(self, &old)?;
+        }
+        self.lease = leases::take(self, lender, self.ttl)?;
+        Ok(self.lease.is_some())
+    }
+
+    fn renew_lease(&mut self) -> Result<bool, StoreError> {
+        match &self.lease {
+            Some(held) => leases::renew(self, held),
+            None => Ok(false),
+        }
+    }
+
+    fn release_lease(&mut self) -> Result<(), StoreError> {
+        match self.lease.take() {
+            Some(held) => leases::release(self, &held),
+            None => Ok(()),
+        }
+    }
+
+    fn for_each_problem(
+        &self,
+        row: RowId,
+        f: &mut dyn FnMut(i64, &str) -> std::io::Result<()>,
+    ) -> std::io::Result<()> {
+        // A page at a time: memory stays bounded however many problems a load has.
+        let mut after = 0;
+        loop {
+            let page = self
+                .problems_page(row, after, 1000)
+                .map_err(std::io::Error::other)?;
+            let Some(last) = page.last() else {
+                return Ok(());
+            };
+            after = last.0;
+            for (_, idx, msg) in &page {
+                f(*idx, msg)?;
+            }
+        }
+    }
+}
+
+/// Values bind as the column's type asks (SQLite takes either everywhere; PostgreSQL does not).
+impl ToSql for Value {
+    fn to_sql(
+        &self,
+        ty: &Type,
+        out: &mut postgres::types::private::BytesMut,
+    ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        match self {
+            Value::Null => Ok(IsNull::Yes),
+            Value::Int(i) => match *ty {
+                Type::INT8 => i.to_sql(ty, out),
+                Type::INT4 => i32::try_from(*i)?.to_sql(ty, out),
+                Type::FLOAT8 => (*i as f64).to_sql(ty, out),
+                _ => i.to_string().to_sql(ty, out),
+            },
+            Value::Text(s) => match *ty {
+                Type::INT8 => s.parse::<i64>()?.to_sql(ty, out),
+                Type::INT4 => s.parse::<i32>()?.to_sql(ty, out),
+                Type::FLOAT8 => s.parse::<f64>()?.to_sql(ty, out),
+                _ => s.as_str().to_sql(ty, out),
+            },
+        }
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        matches!(
+            *ty,
+            Type::INT8 | Type::INT4 | Type::FLOAT8 | Type::TEXT | Type::VARCHAR
+        )
+    }
+
+    to_sql_checked!();
+}
+
+fn table_name(t: Table) -> &'static str {
+    match t {
+        Table::Accounts => "accounts",
+        Table::Brokers => "brokers",
+        Table::Loans => "loans",
+        Table::Partners => "partners",
+    }
+}
+
+fn lender_id_column(t: Table) -> &'static str {
+    match t {
+        Table::Accounts => "external_id",
+        Table::Brokers => "id_number",
+        Table::Loans => "loan_number",
+        Table::Partners => "email_key",
+    }
+}
+
+/// Table and key columns of a link.
+fn link_table(l: Link) -> (&'static str, &'static [&'static str]) {
+    match l {
+        Link::AccountDivisions => ("account_divisions", &["account_id", "division_thread_id"]),
+        Link::BrokerDivisions => ("broker_divisions", &["broker_id", "division_thread_id"]),
+        Link::BrokerContacts => ("broker_contacts", &["broker_id", "account_id", "position"]),
+        Link::LoanPositions => ("loan_positions", &["loan_id", "account_id", "position"]),
+        Link::LoanBorrowers => ("loan_borrowers", &["loan_id", "account_id"]),
+        Link::LoanBrokerContacts => (
+            "loan_broker_contacts",
+            &["loan_id", "account_id", "position"],
+        ),
+    }
+}
+
+/// `$1, $2, ...` from `from`.
+fn marks(from: usize, n: usize) -> String {
+    (from..from + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+struct PgTx<'s> {
+    store: &'s mut PgStore,
+    lender: &'s str,
+    id: i64,
+    problems: i64,
+    /// Still open: dropping it rolls back.
+    open: bool,
+}
+
+impl Drop for PgTx<'_> {
+    fn drop(&mut self) {
+        if self.open {
+            if let Err(e) = self.store.batch("ROLLBACK") {
+                tracing::warn!(error = %e, "store: rollback failed (the connection ends the transaction)");
+            }
+        }
+    }
+}
+
+impl LoadTx for PgTx<'_> {
+    fn row(&self) -> RowId {
+        self.id
+    }
+
+    fn lender(&self) -> &str {
+        self.lender
+    }
+
+    fn find(
+        &mut self,
+        table: Table,
+        key: Key<'_>,
+        kind: Option<AccountKind>,
+    ) -> Result<Option<Found>, StoreError> {
+        let (extra, email) = match table {
+            Table::Accounts => ("kind", "email_key"),
+            Table::Loans => ("division_thread_id", "NULL::text"),
+            Table::Partners => ("NULL::text", "email_key"),
+            Table::Brokers => ("NULL::text", "NULL::text"),
+        };
+        let (col, val) = match key {
+            Key::ThreadId(t) => ("thread_id", t),
+            Key::LenderId(l) => (lender_id_column(table), l),
+            Key::Column(c, v) => (c, v),
+        };
+        let filter = if kind.is_some() { " AND kind = $3" } else { "" };
+        let sql = format!(
+            "SELECT id, {extra}, {email} FROM {} WHERE {col} = $1 AND lender = $2{filter} LIMIT 1",
+            table_name(table)
+        );
+        let row = match kind {
+            Some(k) => self
+                .store
+                .query_opt(&sql, &[&val, &self.lender, &k.as_str()])?,
+            None => self.store.query_opt(&sql, &[&val, &self.lender])?,
+        };
+        Ok(row.map(|r| {
+            let extra: Option<String> = r.get(1);
+            let (kind, division) = match table {
+                Table::Accounts => (extra.as_deref().and_then(AccountKind::parse), None),
+                _ => (None, extra),
+            };
+            Found {
+                id: r.get(0),
+                kind,
+                division,
+                email_key: r.get(2),
+            }
+        }))
+    }
+
+    fn email_in_use(
+        &mut self,
+        email_key: &str,
+        except: Option<RowId>,
+        ignore_borrowers: bool,
+    ) -> Result<bool, StoreError> {
+        // Emails are unique across lenders, whose loads may run at once (several daemons,
+        // parallel lenders): the check waits for a load holding the same email to end, then sees
+        // what it committed. The lock lasts until this load ends.
+        self.store.query(
+            "SELECT pg_advisory_xact_lock(hashtextextended($1, 7))",
+            &[&email_key],
+        )?;
+        Ok(self
+            .store
+            .query_opt(
+                "SELECT 1 FROM accounts WHERE email_key = $1 AND id IS DISTINCT FROM $2
+                 AND (NOT $3 OR kind <> 'borrower') LIMIT 1",
+                &[&email_key, &except, &ignore_borrowers],
+            )?
+            .is_some())
+    }
+
+    fn insert(
+        &mut self,
+        table: Table,
+        thread_id: &str,
+        cols: &[&str],
+        vals: &[Value],
+    ) -> Result<Written, StoreError> {
+        let mut all: Vec<&(dyn ToSql + Sync)> = Vec::with_capacity(vals.len() + 4);
+        all.extend(vals.iter().map(|v| v as &(dyn ToSql + Sync)));
+        all.extend([
+            &self.lender as &(dyn ToSql + Sync),
+            &thread_id,
+            &self.id,
+            &self.id,
+        ]);
+        let mut names = cols.join(", ");
+        if !names.is_empty() {
+            names.push_str(", ");
+        }
+        // A taken lender id (a unique index) writes nothing: no row comes back. ON CONFLICT
+        // keeps the transaction usable, where a failed statement would abort it.
+        let sql = format!(
+            "INSERT INTO {} ({names}lender, thread_id, created_load, updated_load) VALUES ({})
+             ON CONFLICT DO NOTHING RETURNING id",
+            table_name(table),
+            marks(1, all.len())
+        );
+        Ok(match self.store.query_opt(&sql, &all)? {
+            Some(r) => Written::Row(r.get(0)),
+            None => Written::Duplicate,
+        })
+    }
+
+    fn update(
+        &mut self,
+        table: Table,
+        id: RowId,
+        cols: &[&str],
+        vals: &[Value],
+    ) -> Result<Written, StoreError> {
+        let mut sets: Vec<String> = cols
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{c} = ${}", i + 1))
+            .collect();
+        let n = cols.len();
+        sets.push(format!("updated_load = ${}", n + 1));
+        let t = table_name(table);
+        // The lender's id taken by another row of the lender: nothing is written (a unique
+        // violation would abort the whole transaction in PostgreSQL).
+        let lid = lender_id_column(table);
+        let guard = match cols.iter().position(|c| *c == lid) {
+            Some(i) => format!(
+                " AND NOT EXISTS (SELECT 1 FROM {t} o WHERE o.lender = {t}.lender AND o.{lid} = ${} AND o.id <> {t}.id)",
+                i + 1
+            ),
+            None => String::new(),
+        };
+        let sql = format!(
+            "UPDATE {t} SET {} WHERE id = ${}{guard}",
+            sets.join(", "),
+            n + 2
+        );
+        let mut all: Vec<&(dyn ToSql + Sync)> = Vec::with_capacity(vals.len() + 2);
+        all.extend(vals.iter().map(|v| v as &(dyn ToSql + Sync)));
+        all.push(&self.id);
+        all.push(&id);
+        Ok(match self.store.exec(&sql, &all)? {
+            0 => Written::Duplicate,
+            _ => Written::Row(id),
+        })
+    }
+
+    fn get(&mut self, table: Table, id: RowId, col: &str) -> Result<Value, StoreError> {
+        let sql = format!("SELECT {col} FROM {} WHERE id = $1", table_name(table));
+        let row = self.store.query_opt(&sql, &[&id])?.ok_or_else(|| {
+            StoreError::Backend(format!("{} row {id} not found", table_name(table)))
+        })?;
+        let int = matches!(*row.columns()[0].type_(), Type::INT8);
+        Ok(if int {
+            row.get::<_, Option<i64>>(0).map_or(Value::Null, Value::Int)
+        } else {
+            row.get::<_, Option<String>>(0)
+                .map_or(Value::Null, Value::Text)
+        })
+    }
+
+    fn link(&mut self, link: Link, keys: &[Value]) -> Result<bool, StoreError> {
+        let (table, cols) = link_table(link);
+        let sql = format!(
+            "INSERT INTO {table} ({}) VALUES ({}) ON CONFLICT DO NOTHING",
+            cols.join(", "),
+            marks(1, cols.len())
+        );
+        let p: Vec<&(dyn ToSql + Sync)> = keys.iter().map(|v| v as &(dyn ToSql + Sync)).collect();
+        Ok(self.store.exec(&sql, &p)? > 0)
+    }
+
+    fn unlink(&mut self, link: Link, keys: &[Value]) -> Result<bool, StoreError> {
+        let (table, cols) = link_table(link);
+        let wh: Vec<String> = cols
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{c} = ${}", i + 1))
+            .collect();
+        let sql = format!("DELETE FROM {table} WHERE {}", wh.join(" AND "));
+        let p: Vec<&(dyn ToSql + Sync)> = keys.iter().map(|v| v as &(dyn ToSql + Sync)).collect();
+        Ok(self.store.exec(&sql, &p)? > 0)
+    }
+
+    fn unlink_all(&mut self, link: Link, owner: RowId) -> Result<(), StoreError> {
+        let (table, cols) = link_table(link);
+        self.store.exec(
+            &format!("DELETE FROM {table} WHERE {} = $1", cols[0]),
+            &[&owner],
+        )?;
+        Ok(())
+    }
+
+    fn loan_broker(&mut self, loan: RowId) -> Result<Option<(RowId, String)>, StoreError> {
+        Ok(self
+            .store
+            .query_opt(
+                "SELECT lb.broker_id, b.id_number FROM loan_brokers lb JOIN brokers b ON b.id = lb.broker_id
+                 WHERE lb.loan_id = $1",
+                &[&loan],
+            )?
+            .map(|r| (r.get(0), r.get(1))))
+    }
+
+    fn insert_loan_broker(
+        &mut self,
+        loan: RowId,
+        broker: RowId,
+        officer: Option<RowId>,
+    ) -> Result<(), StoreError> {
+        self.store.exec(
+            "INSERT INTO loan_brokers (loan_id, broker_id, loan_officer_account_id) VALUES ($1, $2, $3)",
+            &[&loan, &broker, &officer],
+        )?;
+        Ok(())
+    }
+
+    fn set_loan_officer(&mut self, loan: RowId, officer: RowId) -> Result<(), StoreError> {
+        self.store.exec(
+            "UPDATE loan_brokers SET loan_officer_account_id = $2 WHERE loan_id = $1",
+            &[&loan, &officer],
+        )?;
+        Ok(())
+    }
+
+    fn delete_loan_broker(&mut self, loan: RowId) -> Result<(), StoreError> {
+        self.store
+            .exec("DELETE FROM loan_brokers WHERE loan_id = $1", &[&loan])?;
+        Ok(())
+    }
+
+    fn savepoint(&mut self) -> Result<(), StoreError> {
+        self.store.batch("SAVEPOINT record")
+    }
+
+    fn release(&mut self) -> Result<(), StoreError> {
+        self.store.batch("RELEASE SAVEPOINT record")
+    }
+
+    fn rollback(&mut self) -> Result<(), StoreError> {
+        self.store
+            .batch("ROLLBACK TO SAVEPOINT record; RELEASE SAVEPOINT record")
+    }
+
+    fn problem(&mut self, index: u64, p: &Problem) -> Result<(), StoreError> {
+        self.problems += 1;
+        self.store.exec(
+            "INSERT INTO load_problems (load_id, seq, idx, message, field, code) VALUES ($1, $2, $3, $4, $5, $6)",
+            &[
+                &self.id,
+                &self.problems,
+                &(index as i64),
+                &p.message(),
+                &p.field,
+                &p.code.as_str(),
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn set_dry_run(&mut self) -> Result<(), StoreError> {
+        self.store.exec(
+            "UPDATE bulk_loads SET dry_run = 1 WHERE id = $1",
+            &[&self.id],
+        )?;
+        Ok(())
+    }
+
+    fn latest_stamp(&mut self, pickup_name: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .store
+            .query_opt(
+                "SELECT max(stamp) FROM bulk_loads WHERE lender = $1 AND pickup_name = $2 AND id <> $3",
+                &[&self.lender, &pickup_name, &self.id],
+            )?
+            .and_then(|r| r.get(0)))
+    }
+
+    fn enqueue(
+        &mut self,
+        event: &str,
+        targets: &[(&str, String)],
+        now: f64,
+    ) -> Result<(), StoreError> {
+        for (channel, target) in targets {
+            self.store.exec(
+                "INSERT INTO outbox (msg_id, load_id, lender, event, channel, target, created_at, next_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $7)",
+                &[
+                    &format!("msg_{}", uuid::Uuid::new_v4().simple()),
+                    &self.id,
+                    &self.lender,
+                    &event,
+                    channel,
+                    target,
+                    &now,
+                ],
+            )?;
+        }
+        Ok(())
+    }
+
+    fn complete(
+        mut self: Box<Self>,
+        ended_at: &str,
+        stamp: &str,
+        error_message: Option<&str>,
+        c: &Counts,
+    ) -> Result<RowId, StoreError> {
+        self.store.exec(
+            "UPDATE bulk_loads SET ended_at = $2, stamp = $3, error_message = $4,
+                num_create_success = $5, num_update_success = $6, num_add_success = $7,
+                num_delete_success = $8, num_create_failure = $9, num_update_failure = $10,
+                num_add_failure = $11, num_delete_failure = $12, num_mode_failure = $13
+             WHERE id = $1",
+            &[
+                &self.id,
+                &ended_at,
+                &stamp,
+                &error_message,
+                &c.create_success,
+                &c.update_success,
+                &c.add_success,
+                &c.delete_success,
+                &c.create_failure,
+                &c.update_failure,
+                &c.add_failure,
+                &c.delete_failure,
+                &c.mode_failure,
+            ],
+        )?;
+        if let Some(held) = &self.store.lease {
+            leases::extend(self.store, held)?;
+        }
+        self.open = false;
+        self.store.batch("COMMIT")?;
+        Ok(self.id)
+    }
+}
