@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use super::{FileEvent, LenderPass, PassError, PassOptions, PassSummary};
 use crate::config::{Config, PgConfig};
@@ -53,17 +53,45 @@ pub fn run_pass(
             jobs.push((env.as_str(), lender));
         }
     }
+    // A one-shot `bulkload run` (no writer queue) waits for lenders another pass holds (a
+    // killed pass's lease expires); a daemon leaves them and looks again soon.
+    let one_shot = opts.queue.is_none();
+    let deadline = Instant::now() + pg.lease + Duration::from_secs(2);
+    let mut total = PassSummary::default();
+    loop {
+        let (summary, busy) = run_jobs(cfg, pg, opts, on_file, &jobs)?;
+        let waiting = one_shot && !busy.is_empty() && Instant::now() < deadline;
+        merge(&mut total, &summary, !waiting);
+        if !waiting || summary.stopped {
+            return Ok(total);
+        }
+        std::thread::sleep(Duration::from_millis(250));
+        jobs = busy;
+    }
+}
+
+type Job<'c> = (&'c str, &'c crate::config::Lender);
+
+/// Runs `jobs` on the worker threads; returns the summary and the jobs whose lender was busy.
+fn run_jobs<'c>(
+    cfg: &'c Config,
+    pg: &PgConfig,
+    opts: &PassOptions<'_>,
+    on_file: &mut dyn FnMut(&FileEvent),
+    jobs: &[Job<'c>],
+) -> Result<(PassSummary, Vec<Job<'c>>), PassError> {
     // Events reach `on_file` on this thread, in the order the workers send them.
     let (events, heard) = std::sync::mpsc::channel::<FileEvent>();
     let total = Mutex::new(PassSummary::default());
     let failure: Mutex<Option<PassError>> = Mutex::new(None);
+    let busy: Mutex<Vec<Job<'c>>> = Mutex::new(Vec::new());
     let next = AtomicUsize::new(0);
     let workers = pg.parallel_lenders.min(jobs.len()).max(1);
-    let (total_r, failure_r, next_r, jobs_r) = (&total, &failure, &next, &jobs);
+    let (total_r, failure_r, next_r, busy_r) = (&total, &failure, &next, &busy);
     std::thread::scope(|s| {
         for _ in 0..workers {
             let events = events.clone();
-            let (total, failure, next, jobs) = (total_r, failure_r, next_r, jobs_r);
+            let (total, failure, next, busy) = (total_r, failure_r, next_r, busy_r);
             s.spawn(move || {
                 // One connection per environment and thread.
                 let mut stores: HashMap<&str, Box<dyn Store>> = HashMap::new();
@@ -90,12 +118,16 @@ pub fn run_pass(
                     };
                     let mut summary = PassSummary::default();
                     let r = one_lender(cfg, env, lender, &mut **store, opts, &events, &mut summary);
-                    merge(&mut lock(total), &summary);
-                    if let Err(e) = r {
-                        // The connection may be broken: the next job opens a fresh one.
-                        stores.remove(env);
-                        lock(failure).get_or_insert(e);
-                        return;
+                    merge(&mut lock(total), &summary, true);
+                    match r {
+                        Ok(false) => {}
+                        Ok(true) => lock(busy).push((env, lender)),
+                        Err(e) => {
+                            // The connection may be broken: the next job opens a fresh one.
+                            stores.remove(env);
+                            lock(failure).get_or_insert(e);
+                            return;
+                        }
                     }
                 }
             });
@@ -108,20 +140,26 @@ pub fn run_pass(
     if let Some(e) = failure.into_inner().unwrap_or_else(|e| e.into_inner()) {
         return Err(e);
     }
-    Ok(total.into_inner().unwrap_or_else(|e| e.into_inner()))
+    Ok((
+        total.into_inner().unwrap_or_else(|e| e.into_inner()),
+        busy.into_inner().unwrap_or_else(|e| e.into_inner()),
+    ))
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn merge(total: &mut PassSummary, s: &PassSummary) {
+/// Adds `s` to `total`; `s`'s retry time only when `with_retry` (a one-shot run that waits
+/// for busy lenders itself does not report them).
+fn merge(total: &mut PassSummary, s: &PassSummary, with_retry: bool) {
     total.files += s.files;
     total.discarded += s.discarded;
     total.skipped += s.skipped;
     total.stopped |= s.stopped;
     total.unsettled += s.unsettled;
-    total.next_settled = match (total.next_settled, s.next_settled) {
+    let next = if with_retry { s.next_settled } else { None };
+    total.next_settled = match (total.next_settled, next) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
     };
@@ -136,11 +174,11 @@ fn one_lender(
     opts: &PassOptions<'_>,
     events: &std::sync::mpsc::Sender<FileEvent>,
     summary: &mut PassSummary,
-) -> Result<(), PassError> {
+) -> Result<bool, PassError> {
     if !store.take_lease(&lender.id)? {
         tracing::debug!(env, lender = %lender.id, "lender busy in another pass; looking again soon");
         summary.next_settled = Some(SystemTime::now() + BUSY_RETRY);
-        return Ok(());
+        return Ok(true);
     }
     let dirs = layout::lender_dirs(&cfg.data_dir, &lender.id, env);
     // The receiver lives until every worker is done.
@@ -150,11 +188,11 @@ fn one_lender(
     let r = LenderPass::new(cfg, env, lender, &dirs, store, opts, &mut emit, summary).run();
     let released = store.release_lease();
     match r {
-        Ok(()) => released.map_err(PassError::Store),
+        Ok(()) => released.map(|()| false).map_err(PassError::Store),
         Err(PassError::Store(StoreError::LeaseLost(l))) => {
             tracing::warn!(env, lender = %l, "lease lost to another daemon; its files are left to it");
             summary.next_settled = Some(SystemTime::now() + BUSY_RETRY);
-            Ok(())
+            Ok(true)
         }
         Err(PassError::Store(e)) => Err(PassError::Store(e)),
         // One lender's folders failing never stops the others.
@@ -167,7 +205,7 @@ fn one_lender(
                 name: "(all files)".into(),
                 reason: e.to_string(),
             });
-            Ok(())
+            Ok(false)
         }
     }
 }

@@ -214,7 +214,7 @@ impl Home {
         let text = match backend {
             Backend::Sqlite => text,
             Backend::Postgres => format!(
-                "{text}\n\n[store]\nurl = \"{}\"\nlease_seconds = 3\nparallel_lenders = 1\n",
+                "{text}\n\n[store]\nurl = \"{}\"\nlease_seconds = 2\nparallel_lenders = 1\n",
                 pg_database()
             ),
         };
@@ -578,6 +578,22 @@ pub fn snapshot(data: &Path) -> String {
         ));
     }
     s.push_str(&store_dump(data));
+    s
+}
+
+/// `snapshot` with the store grouped by lender (`store_dump_by_lender`): for runs where
+/// lenders may be applied in another order (several daemons, parallel lenders, a lender whose
+/// lease a killed pass held waiting until it expires).
+pub fn snapshot_by_lender(data: &Path) -> String {
+    let mut s = listing(data);
+    for (name, v) in results(data) {
+        s.push_str(&format!(
+            "## {}\n{}\n",
+            norm_stamps(&name),
+            serde_json::to_string_pretty(&v).unwrap()
+        ));
+    }
+    s.push_str(&store_dump_by_lender(data));
     s
 }
 
