@@ -139,6 +139,9 @@ impl Queue {
     }
 }
 
+/// How soon a failed pass (store unreachable) is tried again.
+const FAILED_RETRY: Duration = Duration::from_secs(5);
+
 /// Runs passes, never two at once.
 #[derive(Clone)]
 pub struct Passes {
@@ -282,7 +285,16 @@ impl Passes {
                 );
                 self.plan_retry(&scope, &s);
             }
-            Ok(Err(e)) => tracing::error!(trigger, lender = who, error = %e, "pass failed"),
+            Ok(Err(e)) => {
+                // The store unreachable (a PostgreSQL restart, say): the files wait in pickup/
+                // (uploads go on) and the pass is tried again shortly.
+                tracing::error!(trigger, lender = who, error = %e, retry_in_seconds = FAILED_RETRY.as_secs(), "pass failed");
+                let retry = PassSummary {
+                    next_settled: Some(SystemTime::now() + FAILED_RETRY),
+                    ..Default::default()
+                };
+                self.plan_retry(&scope, &retry);
+            }
             Err(e) => tracing::error!(trigger, lender = who, error = %e, "pass panicked"),
         }
     }
