@@ -63,6 +63,24 @@ enum Command {
     },
     /// Read a password from standard input and print its argon2 hash for `password_hash`.
     Passwd,
+    /// Move SQLite stores into PostgreSQL (stop the daemons first): each environment's file
+    /// into its schema, which must be empty. The password comes from --password-file or
+    /// BULKLOAD_STORE_PASSWORD.
+    Migrate {
+        /// `sqlite:PATH`: one store file (`<environment>.sqlite3`) or the folder holding them
+        /// (`data_dir/db`).
+        #[arg(long, value_name = "sqlite:PATH")]
+        from: String,
+        /// `postgres://user@host:port/database` (no password in it).
+        #[arg(long, value_name = "URL")]
+        to: String,
+        /// The environment of a single file whose name is not `<environment>.sqlite3`.
+        #[arg(long)]
+        environment: Option<String>,
+        /// A file holding the PostgreSQL password.
+        #[arg(long, value_name = "FILE")]
+        password_file: Option<PathBuf>,
+    },
     /// Print the JSON Schema (2020-12) of one record of TYPE (as lookups/schemas/ holds it).
     Schema {
         /// A record type: employees, partners, borrowers, ... (a file prefix).
@@ -335,6 +353,49 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
             } else {
                 ExitCode::from(1)
             })
+        }
+        Command::Migrate {
+            from,
+            to,
+            environment,
+            password_file,
+        } => {
+            let path = from
+                .strip_prefix("sqlite:")
+                .context("--from must be sqlite:PATH")?;
+            let pg = bulkload::config::PgConfig::new(&to, password_file.as_deref(), 30, 1)
+                .map_err(|e| anyhow::anyhow!(e.replace("[store] url", "--to")))?;
+            let mut sources = bulkload::store::migrate::sources(std::path::Path::new(path))?;
+            if let Some(env) = environment {
+                anyhow::ensure!(
+                    sources.len() == 1,
+                    "--environment names the environment of one file, not of a folder"
+                );
+                sources[0].0 = env;
+            }
+            anyhow::ensure!(
+                !sources.is_empty(),
+                "no <environment>.sqlite3 file in {path}"
+            );
+            // The PostgreSQL client must not run on an async thread: a thread of its own.
+            let moved = std::thread::spawn(move || {
+                sources
+                    .iter()
+                    .map(|(env, file)| bulkload::store::migrate::migrate(file, &pg, env))
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .join()
+            .map_err(|_| anyhow::anyhow!("migration thread panicked"))??;
+            for m in moved {
+                let rows: Vec<String> = m.tables.iter().map(|(t, n)| format!("{t} {n}")).collect();
+                println!(
+                    "{}: moved to schema {}: {}",
+                    m.env,
+                    bulkload::store::postgres::schema_name(&m.env),
+                    rows.join(", ")
+                );
+            }
+            Ok(ExitCode::SUCCESS)
         }
         Command::Passwd => {
             let mut line = String::new();

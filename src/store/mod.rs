@@ -7,6 +7,7 @@
 //! broker's owner account is, and every message a lender reads live in `records`, above these
 //! traits, so that a second backend writes only its SQL. Backends live in submodules (`sqlite`).
 
+pub mod migrate;
 pub mod postgres;
 pub mod sqlite;
 
