@@ -778,8 +778,24 @@ fn json_response(status: StatusCode, body: Vec<u8>) -> Response {
         .into_response()
 }
 
-/// `POST /v1/{env}/loads/{type}`.
+/// `POST /v1/{env}/loads/{type}`. A refusal closes the connection: its body may be unread.
 pub async fn post(
+    st: State<ApiState>,
+    auth: Extension<Authed>,
+    path: UrlPath<(String, String)>,
+    q: Query<Vec<(String, String)>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    match post_inner(st, auth, path, q, headers, body).await {
+        Ok(r) => r,
+        Err(e) => e
+            .with_header(header::CONNECTION, HeaderValue::from_static("close"))
+            .into_response(),
+    }
+}
+
+async fn post_inner(
     State(st): State<ApiState>,
     Extension(auth): Extension<Authed>,
     UrlPath((env, kind)): UrlPath<(String, String)>,
