@@ -845,3 +845,80 @@ async fn bad_input_and_limits() {
     let a = get(&c, &d, &beta, "/v1/sandbox/loads").await;
     assert_eq!(a.status, StatusCode::OK);
 }
+
+/// The OpenAPI document checked by schemathesis (a property-based API tester from PyPI, which
+/// `.ci/run` installs) against the running server: no 5xx, every answer (status, content type,
+/// headers, body) as the document says, invalid input refused. `positive_data_acceptance` is
+/// left out: a schema-valid submission may rightly be refused with 422 when schemathesis
+/// reuses an Idempotency-Key with another body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schemathesis_finds_no_server_error_and_no_nonconformance() {
+    let have = Command::new("python3")
+        .args(["-c", "import schemathesis"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        have,
+        "schemathesis is not installed: pip install schemathesis (.ci/run does it)"
+    );
+    let d = Daemon::start(
+        "requests_per_minute = 1000000\nmax_concurrent_loads = 100000\nmax_body_bytes = 100000",
+    );
+    let c = client();
+    let tok = bearer(&c, &d, "acme-client").await;
+    // Some data for the follow and inquiry operations to find.
+    let a = submit(
+        &c,
+        &d,
+        &tok,
+        "/v1/sandbox/loads/employees?wait=30",
+        fs::read(repo().join("fixtures/scenario/pass1/acme/employees.json")).unwrap(),
+        None,
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    let out = tokio::task::spawn_blocking({
+        let url = d.url("/openapi.json");
+        let auth = format!("Authorization: Bearer {tok}");
+        let dir = d.path("st");
+        move || {
+            Command::new("python3")
+                .args([
+                    "-c",
+                    "import sys; from schemathesis.cli import schemathesis; sys.argv[0] = 'st'; schemathesis()",
+                    "run",
+                    &url,
+                    "-H",
+                    &auth,
+                    "--checks",
+                    "all",
+                    "--exclude-checks",
+                    "positive_data_acceptance",
+                    "--max-examples",
+                    "15",
+                    "--workers",
+                    "1",
+                    "--seed",
+                    "1",
+                ])
+                .current_dir({
+                    fs::create_dir_all(&dir).unwrap();
+                    dir
+                })
+                .env("NO_COLOR", "1")
+                .stdin(Stdio::null())
+                .output()
+                .expect("python3 runs")
+        }
+    })
+    .await
+    .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "schemathesis found problems:\n{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("passed"), "{text}");
+    assert!(!d.log().contains("panicked"), "{}", d.log());
+}

@@ -21,7 +21,7 @@ use crate::records::{Kind, Ty};
 use crate::store::{RecordQuery, Value};
 
 /// The entity type's readable fields: (field name, column, type).
-fn readable(kind: Kind) -> Vec<(&'static str, &'static str, Ty)> {
+pub fn readable(kind: Kind) -> Vec<(&'static str, &'static str, Ty)> {
     kind.fields()
         .iter()
         .filter(|f| !f.column.is_empty())
