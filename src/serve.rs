@@ -48,6 +48,8 @@ pub enum ServeError {
     Schedule(#[from] ScheduleError),
     #[error(transparent)]
     Metrics(#[from] crate::metrics::ListenError),
+    #[error(transparent)]
+    Api(#[from] crate::api::ApiStartError),
 }
 
 fn key_err(path: &Path, message: impl ToString) -> ServeError {
@@ -268,6 +270,22 @@ pub async fn serve(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<()
     };
 
     let shared = Arc::new(Shared::live(live.clone(), on_upload, live_uploads));
+    // Issue 11: the Bulk Web API on `[api] listen` (none without `[api]`), with its worker
+    // applying queued loads through the same single writer as passes.
+    let api_task = match &cfg.api {
+        Some(_) => {
+            let state = crate::api::ApiState::new(
+                live.clone(),
+                passes.writer().clone(),
+                shared.clone(),
+                cancel.clone(),
+            )?;
+            // HOOK: other route sets served on the API's listener (the web console) go here.
+            let extra = axum::Router::new();
+            Some(crate::api::serve(state, extra).await?)
+        }
+        None => None,
+    };
     let ssh = Arc::new(sftp::ssh_config(&cfg, host_key));
     ready
         .listening
@@ -317,6 +335,9 @@ pub async fn serve(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<()
     let _ = sender.await;
     if let Some(m) = metrics {
         let _ = m.await;
+    }
+    if let Some(a) = api_task {
+        let _ = a.await;
     }
     tracker.close();
     if tokio::time::timeout(SESSION_DRAIN, tracker.wait())
