@@ -80,6 +80,38 @@ struct RawConfig {
     log: RawLog,
     #[serde(default)]
     retention: RawRetention,
+    // Web console (issue 15): operators' sign-ins and the console's settings.
+    #[serde(default)]
+    operators: Vec<RawUser>,
+    #[serde(default)]
+    console: RawConsole,
+}
+
+/// A web-console sign-in (`[[lenders.users]]`, `[[operators]]`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUser {
+    email: String,
+    password_hash: Secret,
+    /// Base32 (RFC 4648) TOTP secret: when set, sign-in also asks for a 6-digit code.
+    #[serde(default)]
+    totp_secret: Option<Secret>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawConsole {
+    #[serde(default)]
+    idle_timeout_minutes: Option<u64>,
+    /// Host name lenders connect to (shown on the connection page); default: the listen host.
+    #[serde(default)]
+    public_host: Option<String>,
+    /// The API's base URL as lenders reach it (shown on the connection page).
+    #[serde(default)]
+    api_base_url: Option<String>,
+    /// Set when a TLS proxy terminates HTTPS in front of the listener: cookies get `Secure`.
+    #[serde(default)]
+    secure_cookies: bool,
 }
 
 fn default_data_dir() -> PathBuf {
@@ -272,6 +304,9 @@ struct RawLender {
     webhooks: Vec<RawWebhook>,
     #[serde(default)]
     notify_email: Vec<String>,
+    // Web console sign-ins of this lender's staff (issue 15).
+    #[serde(default)]
+    users: Vec<RawUser>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -451,6 +486,81 @@ pub struct Config {
     pub metrics: Metrics,
     pub log: Log,
     pub retention: Retention,
+    // Web console (issue 15).
+    pub operators: Vec<ConsoleUser>,
+    pub console: Console,
+}
+
+/// A web-console sign-in: a lender's staff member (`[[lenders.users]]`) or an operator.
+#[derive(Debug, Clone)]
+pub struct ConsoleUser {
+    /// As written; sign-in compares it case-insensitively.
+    pub email: String,
+    pub password_hash: Secret,
+    /// The TOTP key (decoded from base32), when the user has a second factor.
+    pub totp_secret: Option<SecretBytes>,
+}
+
+/// `[console]`: the web console's settings.
+#[derive(Debug, Clone)]
+pub struct Console {
+    /// A session unused this long is signed out.
+    pub idle_timeout: std::time::Duration,
+    pub public_host: Option<String>,
+    pub api_base_url: Option<String>,
+    pub secure_cookies: bool,
+}
+
+/// Default `[console] idle_timeout_minutes`.
+pub const DEFAULT_CONSOLE_IDLE_MINUTES: u64 = 30;
+
+fn resolve_users(
+    owner: &str,
+    raw: Vec<RawUser>,
+    emails: &mut BTreeSet<String>,
+) -> Result<Vec<ConsoleUser>, String> {
+    raw.into_iter()
+        .enumerate()
+        .map(|(i, u)| {
+            if u.email.trim().is_empty() || u.email.len() > 254 || !u.email.contains('@') {
+                return Err(format!("{owner}: users[{i}].email {:?} is not an e-mail address", u.email));
+            }
+            if !emails.insert(u.email.to_lowercase()) {
+                return Err(format!(
+                    "{owner}: users[{i}].email {:?} is listed twice (an address signs in to one account)",
+                    u.email
+                ));
+            }
+            if !u.password_hash.expose().starts_with("$argon2") {
+                return Err(format!(
+                    "{owner}: users[{i}] ({}): password_hash is not an argon2 PHC string (make one with `bulkload passwd`)",
+                    u.email
+                ));
+            }
+            let totp_secret = match &u.totp_secret {
+                None => None,
+                Some(t) => {
+                    let bytes = totp_rs::Secret::Encoded(t.expose().trim().to_uppercase())
+                        .to_bytes()
+                        .map_err(|_| {
+                            format!("{owner}: users[{i}] ({}): totp_secret is not base32", u.email)
+                        })?;
+                    if bytes.len() < 16 {
+                        return Err(format!(
+                            "{owner}: users[{i}] ({}): totp_secret must hold at least 128 bits (26 base32 characters)",
+                            u.email
+                        ));
+                    }
+                    Some(SecretBytes(bytes))
+                }
+            };
+            Ok(ConsoleUser {
+                email: u.email,
+                password_hash: u.password_hash,
+                totp_secret,
+            })
+        })
+        .collect()
 }
 
 /// The event a finished load sends.
@@ -649,6 +759,8 @@ pub struct Lender {
     /// Notifications of finished loads (issue 13).
     pub webhooks: Vec<Webhook>,
     pub notify_email: Vec<String>,
+    /// Web console sign-ins of the lender's staff (issue 15).
+    pub users: Vec<ConsoleUser>,
 }
 
 #[derive(Debug, Clone)]
@@ -895,6 +1007,8 @@ impl Config {
 
         let mut lender_ids = BTreeSet::new();
         let mut lenders = Vec::new();
+        // Console sign-in addresses, lenders' and operators' alike: each names one account.
+        let mut emails = BTreeSet::new();
         for l in raw.lenders {
             if !is_safe_name(&l.id) {
                 return Err(invalid(format!(
@@ -972,7 +1086,10 @@ impl Config {
                     )));
                 }
             }
+            let users = resolve_users(&format!("lender {:?}", l.id), l.users, &mut emails)
+                .map_err(&invalid)?;
             lenders.push(Lender {
+                users,
                 id: l.id,
                 password_hash: l.password_hash,
                 authorized_keys: l.authorized_keys.as_deref().map(resolve),
@@ -1029,6 +1146,8 @@ impl Config {
             }
         }
 
+        let operators =
+            resolve_users("[[operators]]", raw.operators, &mut emails).map_err(&invalid)?;
         let data_dir = resolve(&raw.data_dir);
         let host_key = raw
             .sftp
@@ -1076,6 +1195,19 @@ impl Config {
             log: ops.log,
             retention: ops.retention,
             source: None,
+            operators,
+            console: Console {
+                idle_timeout: std::time::Duration::from_secs(
+                    60 * raw
+                        .console
+                        .idle_timeout_minutes
+                        .unwrap_or(DEFAULT_CONSOLE_IDLE_MINUTES)
+                        .max(1),
+                ),
+                public_host: raw.console.public_host,
+                api_base_url: raw.console.api_base_url,
+                secure_cookies: raw.console.secure_cookies,
+            },
         })
     }
 
