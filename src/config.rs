@@ -102,6 +102,8 @@ struct RawUser {
 #[serde(deny_unknown_fields)]
 struct RawConsole {
     #[serde(default)]
+    listen: Option<String>,
+    #[serde(default)]
     idle_timeout_minutes: Option<u64>,
     /// Host name lenders connect to (shown on the connection page); default: the listen host.
     #[serde(default)]
@@ -504,6 +506,8 @@ pub struct ConsoleUser {
 /// `[console]`: the web console's settings.
 #[derive(Debug, Clone)]
 pub struct Console {
+    /// Its own listener (TEMPORARY until the API listener hosts it).
+    pub listen: Option<String>,
     /// A session unused this long is signed out.
     pub idle_timeout: std::time::Duration,
     pub public_host: Option<String>,
@@ -1197,6 +1201,7 @@ impl Config {
             source: None,
             operators,
             console: Console {
+                listen: raw.console.listen,
                 idle_timeout: std::time::Duration::from_secs(
                     60 * raw
                         .console

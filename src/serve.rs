@@ -267,7 +267,38 @@ pub async fn serve(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<()
         ))
     };
 
-    let shared = Arc::new(Shared::live(live.clone(), on_upload, live_uploads));
+    let shared = Arc::new(Shared::live(live.clone(), on_upload.clone(), live_uploads));
+    // Issue 15: the web console's routes (its sign-ins share the SFTP defender and gate).
+    let console = crate::console::router(crate::console::Console::new(
+        live.clone(),
+        shared.clone(),
+        passes.clone(),
+        on_upload,
+        host_key
+            .public_key()
+            .fingerprint(HashAlg::Sha256)
+            .to_string(),
+    ));
+    let console_server = match &cfg.console.listen {
+        Some(addr) => {
+            let l = TcpListener::bind(addr)
+                .await
+                .map_err(|source| ServeError::Bind {
+                    addr: addr.clone(),
+                    source,
+                })?;
+            let c = cancel.clone();
+            Some(tokio::spawn(async move {
+                let _ = axum::serve(
+                    l,
+                    console.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+                )
+                .with_graceful_shutdown(async move { c.cancelled().await })
+                .await;
+            }))
+        }
+        None => None,
+    };
     let ssh = Arc::new(sftp::ssh_config(&cfg, host_key));
     ready
         .listening
@@ -315,6 +346,9 @@ pub async fn serve(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<()
     }
     passes.shutdown().await;
     let _ = sender.await;
+    if let Some(c) = console_server {
+        let _ = c.await;
+    }
     if let Some(m) = metrics {
         let _ = m.await;
     }

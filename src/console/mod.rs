@@ -234,7 +234,7 @@ fn login_form(csrf: &str, email: &str, error: Option<&str>) -> Markup {
             form.stack method="post" action="/console/login" {
                 input type="hidden" name="csrf" value=(csrf);
                 label for="email" { "E-mail" }
-                input id="email" type="email" name="email" autocomplete="username" required value=(email);
+                input id="email" type="email" name="email" autocomplete="email" required value=(email);
                 label for="password" { "Password" }
                 input id="password" type="password" name="password" autocomplete="current-password" required;
                 button type="submit" { "Sign in" }

@@ -127,12 +127,26 @@ pub fn page(title: &str, nav: Nav<'_>, body: Markup) -> Markup {
     }
 }
 
-/// The counts of a load as a definition list.
+/// The counts of a load as a definition list: successes and failures, then every non-zero
+/// counter (named as people say it; the result file's name in the tooltip).
 pub fn counts(c: &Counts) -> Markup {
+    const LABELS: [&str; 9] = [
+        "Created",
+        "Updated",
+        "Added",
+        "Removed",
+        "Failed to create",
+        "Failed to update",
+        "Failed to add",
+        "Failed to remove",
+        "Wrong mode",
+    ];
     html! {
         dl.counts {
-            @for (name, n) in c.named() {
-                div { dt { (name) } dd { (n) } }
+            div { dt { "Succeeded" } dd { (c.successes()) } }
+            div { dt { "Failed" } dd { (c.failures()) } }
+            @for ((name, n), label) in c.named().into_iter().zip(LABELS) {
+                @if n > 0 { div title=(name) { dt { (label) } dd { (n) } } }
             }
         }
     }
