@@ -94,6 +94,9 @@ pub fn lookups_context(dir: &Path) -> io::Result<(Lender, Lookups)> {
         webhooks: Vec::new(),
         notify_email: Vec::new(),
         users: Vec::new(),
+        api_clients: Vec::new(),
+        daily_record_limit: None,
+        monthly_record_limit: None,
     };
     Ok((lender, lookups))
 }

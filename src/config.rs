@@ -80,6 +80,9 @@ struct RawConfig {
     log: RawLog,
     #[serde(default)]
     retention: RawRetention,
+    /// The Bulk Web API (issue 11); absent: no HTTP listener.
+    #[serde(default)]
+    api: Option<RawApi>,
     // Web console (issue 15): operators' sign-ins and the console's settings.
     #[serde(default)]
     operators: Vec<RawUser>,
@@ -101,8 +104,6 @@ struct RawUser {
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RawConsole {
-    #[serde(default)]
-    listen: Option<String>,
     #[serde(default)]
     idle_timeout_minutes: Option<u64>,
     /// Host name lenders connect to (shown on the connection page); default: the listen host.
@@ -309,6 +310,49 @@ struct RawLender {
     // Web console sign-ins of this lender's staff (issue 15).
     #[serde(default)]
     users: Vec<RawUser>,
+    // Bulk Web API (issue 11): OAuth2 clients and quotas.
+    #[serde(default)]
+    api_clients: Vec<RawApiClient>,
+    #[serde(default)]
+    daily_record_limit: Option<u64>,
+    #[serde(default)]
+    monthly_record_limit: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawApiClient {
+    client_id: String,
+    secret_hash: Secret,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawApi {
+    #[serde(default)]
+    listen: Option<String>,
+    #[serde(default)]
+    tls_cert: Option<PathBuf>,
+    #[serde(default)]
+    tls_key: Option<PathBuf>,
+    #[serde(default = "default_token_ttl")]
+    token_ttl_seconds: u64,
+    #[serde(default = "default_requests_per_minute")]
+    requests_per_minute: u32,
+    #[serde(default = "default_max_concurrent_loads")]
+    max_concurrent_loads: u32,
+    #[serde(default)]
+    max_body_bytes: Option<u64>,
+}
+
+fn default_token_ttl() -> u64 {
+    3600
+}
+fn default_requests_per_minute() -> u32 {
+    600
+}
+fn default_max_concurrent_loads() -> u32 {
+    4
 }
 
 #[derive(Debug, Deserialize)]
@@ -491,6 +535,30 @@ pub struct Config {
     // Web console (issue 15).
     pub operators: Vec<ConsoleUser>,
     pub console: Console,
+    /// The Bulk Web API (issue 11); `None`: no HTTP listener.
+    pub api: Option<Api>,
+}
+
+/// `[api]`: the Bulk Web API's listener and limits (issue 11).
+#[derive(Debug, Clone)]
+pub struct Api {
+    pub listen: String,
+    /// Both or neither: HTTPS with rustls.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    pub token_ttl_seconds: u64,
+    /// Per lender, over every authenticated request.
+    pub requests_per_minute: u32,
+    /// Per lender, loads queued or running.
+    pub max_concurrent_loads: u32,
+    /// The largest submitted body; defaults to `[limits] max_file_bytes`.
+    pub max_body_bytes: u64,
+}
+
+/// One OAuth2 client of a lender (`[[lenders.api_clients]]`).
+#[derive(Debug, Clone)]
+pub struct ApiClient {
+    pub client_id: String,
+    pub secret_hash: Secret,
 }
 
 /// A web-console sign-in: a lender's staff member (`[[lenders.users]]`) or an operator.
@@ -506,8 +574,6 @@ pub struct ConsoleUser {
 /// `[console]`: the web console's settings.
 #[derive(Debug, Clone)]
 pub struct Console {
-    /// Its own listener (TEMPORARY until the API listener hosts it).
-    pub listen: Option<String>,
     /// A session unused this long is signed out.
     pub idle_timeout: std::time::Duration,
     pub public_host: Option<String>,
@@ -765,6 +831,11 @@ pub struct Lender {
     pub notify_email: Vec<String>,
     /// Web console sign-ins of the lender's staff (issue 15).
     pub users: Vec<ConsoleUser>,
+    /// Bulk Web API clients (issue 11).
+    pub api_clients: Vec<ApiClient>,
+    /// Quotas (issue 11): records submitted per UTC day / month, over every intake.
+    pub daily_record_limit: Option<u64>,
+    pub monthly_record_limit: Option<u64>,
 }
 
 #[derive(Debug, Clone)]
@@ -1010,6 +1081,7 @@ impl Config {
         }
 
         let mut lender_ids = BTreeSet::new();
+        let mut client_ids = BTreeSet::new();
         let mut lenders = Vec::new();
         // Console sign-in addresses, lenders' and operators' alike: each names one account.
         let mut emails = BTreeSet::new();
@@ -1090,10 +1162,55 @@ impl Config {
                     )));
                 }
             }
+            let mut api_clients = Vec::new();
+            for c in l.api_clients {
+                if c.client_id.is_empty()
+                    || c.client_id.len() > 128
+                    || !c
+                        .client_id
+                        .bytes()
+                        .all(|b| b.is_ascii_graphic() && b != b':')
+                {
+                    return Err(invalid(format!(
+                        "lender {:?}: api_clients client_id {:?} must be 1 to 128 printable ASCII characters without ':'",
+                        l.id, c.client_id
+                    )));
+                }
+                if !client_ids.insert(c.client_id.clone()) {
+                    return Err(invalid(format!(
+                        "api client_id {:?} is listed twice (client ids are unique over all lenders)",
+                        c.client_id
+                    )));
+                }
+                if !c.secret_hash.expose().starts_with("$argon2") {
+                    return Err(invalid(format!(
+                        "lender {:?}: api client {:?}: secret_hash is not an argon2 PHC string (make one with `bulkload passwd`)",
+                        l.id, c.client_id
+                    )));
+                }
+                api_clients.push(ApiClient {
+                    client_id: c.client_id,
+                    secret_hash: c.secret_hash,
+                });
+            }
+            for (key, v) in [
+                ("daily_record_limit", l.daily_record_limit),
+                ("monthly_record_limit", l.monthly_record_limit),
+            ] {
+                if v == Some(0) {
+                    return Err(invalid(format!(
+                        "lender {:?}: {key} must be at least 1 (leave it out for no limit)",
+                        l.id
+                    )));
+                }
+            }
             let users = resolve_users(&format!("lender {:?}", l.id), l.users, &mut emails)
                 .map_err(&invalid)?;
             lenders.push(Lender {
                 users,
+                api_clients,
+                daily_record_limit: l.daily_record_limit,
+                monthly_record_limit: l.monthly_record_limit,
                 id: l.id,
                 password_hash: l.password_hash,
                 authorized_keys: l.authorized_keys.as_deref().map(resolve),
@@ -1152,6 +1269,10 @@ impl Config {
 
         let operators =
             resolve_users("[[operators]]", raw.operators, &mut emails).map_err(&invalid)?;
+        let api = match raw.api {
+            None => None,
+            Some(a) => resolve_api(a, raw.limits.max_file_bytes, &resolve).map_err(&invalid)?,
+        };
         let data_dir = resolve(&raw.data_dir);
         let host_key = raw
             .sftp
@@ -1198,10 +1319,10 @@ impl Config {
             metrics: ops.metrics,
             log: ops.log,
             retention: ops.retention,
+            api,
             source: None,
             operators,
             console: Console {
-                listen: raw.console.listen,
                 idle_timeout: std::time::Duration::from_secs(
                     60 * raw
                         .console
@@ -1219,6 +1340,51 @@ impl Config {
     pub fn lender(&self, id: &str) -> Option<&Lender> {
         self.lenders.iter().find(|l| l.id == id)
     }
+}
+
+/// Checks `[api]` (issue 11). No `listen`: no listener (`None`).
+fn resolve_api(
+    a: RawApi,
+    max_file_bytes: u64,
+    resolve: &dyn Fn(&Path) -> PathBuf,
+) -> Result<Option<Api>, String> {
+    let Some(listen) = a.listen else {
+        return Ok(None);
+    };
+    if listen.parse::<std::net::SocketAddr>().is_err() {
+        return Err(format!(
+            "[api] listen = {listen:?}: expected an address and port, e.g. \"127.0.0.1:8080\""
+        ));
+    }
+    let tls = match (a.tls_cert, a.tls_key) {
+        (None, None) => None,
+        (Some(c), Some(k)) => Some((resolve(&c), resolve(&k))),
+        _ => return Err("[api] tls_cert and tls_key go together: set both or neither".into()),
+    };
+    if !(1..=366 * 86_400).contains(&a.token_ttl_seconds) {
+        return Err(format!(
+            "[api] token_ttl_seconds = {}: expected 1 to 31622400",
+            a.token_ttl_seconds
+        ));
+    }
+    if a.requests_per_minute == 0 {
+        return Err("[api] requests_per_minute must be at least 1".into());
+    }
+    if a.max_concurrent_loads == 0 {
+        return Err("[api] max_concurrent_loads must be at least 1".into());
+    }
+    let max_body_bytes = a.max_body_bytes.unwrap_or(max_file_bytes);
+    if max_body_bytes < 2 {
+        return Err("[api] max_body_bytes must be at least 2".into());
+    }
+    Ok(Some(Api {
+        listen,
+        tls,
+        token_ttl_seconds: a.token_ttl_seconds,
+        requests_per_minute: a.requests_per_minute,
+        max_concurrent_loads: a.max_concurrent_loads,
+        max_body_bytes,
+    }))
 }
 
 // Operations (issue 13): resolving and checking what the operator wrote.

@@ -27,6 +27,7 @@
 //! - `status`: `bulkload status` and `bulkload config check`.
 //! - `retention`: pruning old processed files, results and problems.
 
+pub mod api;
 pub mod auth;
 pub mod check;
 pub mod config;

@@ -164,6 +164,12 @@ impl Passes {
         Self::live(Arc::new(LiveConfig::new(cfg)))
     }
 
+    /// The engine's single writer these passes take turns from (the Bulk Web API's loads take
+    /// theirs from the same one).
+    pub fn writer(&self) -> &WriterQueue {
+        &self.writer
+    }
+
     /// Passes reading `cfg` at each start (it changes on reload).
     pub fn live(cfg: Arc<LiveConfig>) -> Self {
         Passes {

@@ -48,6 +48,8 @@ pub enum ServeError {
     Schedule(#[from] ScheduleError),
     #[error(transparent)]
     Metrics(#[from] crate::metrics::ListenError),
+    #[error(transparent)]
+    Api(#[from] crate::api::ApiStartError),
 }
 
 fn key_err(path: &Path, message: impl ToString) -> ServeError {
@@ -202,6 +204,10 @@ pub async fn serve(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<()
     let cfg = Arc::new(cfg);
     ensure_trees(&cfg)?;
     let host_key = load_or_create_host_key(&cfg.sftp.host_key)?;
+    let host_fingerprint = host_key
+        .public_key()
+        .fingerprint(HashAlg::Sha256)
+        .to_string();
     // Partial uploads a crash (SIGKILL, power loss) left behind: no session is live yet.
     let live_uploads = LiveUploads::default();
     let removed = remove_stale_uploads(&cfg, &live_uploads);
@@ -268,34 +274,26 @@ pub async fn serve(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<()
     };
 
     let shared = Arc::new(Shared::live(live.clone(), on_upload.clone(), live_uploads));
-    // Issue 15: the web console's routes (its sign-ins share the SFTP defender and gate).
-    let console = crate::console::router(crate::console::Console::new(
-        live.clone(),
-        shared.clone(),
-        passes.clone(),
-        on_upload,
-        host_key
-            .public_key()
-            .fingerprint(HashAlg::Sha256)
-            .to_string(),
-    ));
-    let console_server = match &cfg.console.listen {
-        Some(addr) => {
-            let l = TcpListener::bind(addr)
-                .await
-                .map_err(|source| ServeError::Bind {
-                    addr: addr.clone(),
-                    source,
-                })?;
-            let c = cancel.clone();
-            Some(tokio::spawn(async move {
-                let _ = axum::serve(
-                    l,
-                    console.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-                )
-                .with_graceful_shutdown(async move { c.cancelled().await })
-                .await;
-            }))
+    // Issue 11: the Bulk Web API on `[api] listen` (none without `[api]`), with its worker
+    // applying queued loads through the same single writer as passes.
+    let api_task = match &cfg.api {
+        Some(_) => {
+            let state = crate::api::ApiState::new(
+                live.clone(),
+                passes.writer().clone(),
+                shared.clone(),
+                cancel.clone(),
+            )?;
+            // Issue 15: the web console, on the API's listener (its sign-ins share the SFTP
+            // defender and password gate).
+            let extra = crate::console::router(crate::console::Console::new(
+                live.clone(),
+                shared.clone(),
+                passes.clone(),
+                on_upload.clone(),
+                host_fingerprint.clone(),
+            ));
+            Some(crate::api::serve(state, extra).await?)
         }
         None => None,
     };
@@ -346,11 +344,11 @@ pub async fn serve(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<()
     }
     passes.shutdown().await;
     let _ = sender.await;
-    if let Some(c) = console_server {
-        let _ = c.await;
-    }
     if let Some(m) = metrics {
         let _ = m.await;
+    }
+    if let Some(a) = api_task {
+        let _ = a.await;
     }
     tracker.close();
     if tokio::time::timeout(SESSION_DRAIN, tracker.wait())

@@ -49,8 +49,10 @@ on_upload_delay_seconds = 0.2
 [sftp]
 listen = "127.0.0.1:{sftp}"
 
-[console]
+[api]
 listen = "127.0.0.1:{web}"
+
+[console]
 public_host = "sftp.example.test"
 api_base_url = "https://api.example.test"
 

@@ -146,12 +146,9 @@ pub fn router(console: Arc<Console>) -> Router {
         .route("/console/assets/console.js", get(js))
         .merge(operator::routes())
         .merge(lender::routes(max_upload))
-        .fallback(fallback)
+        // Unknown paths get the API router's fallback (a 404 problem document); every known
+        // console path answers the console's own 404 page for what is not the user's.
         .with_state(console)
-}
-
-async fn fallback() -> Response {
-    not_found()
 }
 
 /// The console's 404 page: for anything unknown, and for anything of another lender.

@@ -158,6 +158,49 @@ pub struct LoadRow {
     pub dry_run: bool,
 }
 
+/// A load submitted over the Bulk Web API (issue 11), from its spooling on: its reserved
+/// number (the load's `Id`), idempotency key and body hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiSubmission {
+    /// The load's key (`LoadKey::key`, `LoadRow::claim` once begun).
+    pub claim: String,
+    pub lender: String,
+    /// The load's `Id` (set by the store; ignored on submit).
+    pub number: i64,
+    /// The record type's file prefix.
+    pub kind: String,
+    pub idempotency_key: Option<String>,
+    pub body_sha256: String,
+    pub submitted_at: String,
+}
+
+/// How an API submission is found (always within one lender).
+#[derive(Debug, Clone, Copy)]
+pub enum ApiSubmissionKey<'a> {
+    Claim(&'a str),
+    Number(i64),
+    IdempotencyKey(&'a str),
+}
+
+/// A page of a lender's loads (issue 11).
+#[derive(Debug, Clone, Default)]
+pub struct LoadQuery<'a> {
+    pub offset: i64,
+    pub limit: i64,
+    /// Only loads of this record type (its file prefix).
+    pub kind_prefix: Option<&'a str>,
+    /// Only loads started at or after this ISO 8601 time (as `iso` writes it).
+    pub since: Option<&'a str>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct LoadPage {
+    /// Newest first.
+    pub loads: Vec<LoadRow>,
+    /// How many loads match in all.
+    pub total: i64,
+}
+
 /// One queued notification with its load (issue 13).
 #[derive(Debug, Clone)]
 pub struct Delivery {
@@ -274,6 +317,22 @@ pub trait Store: Send {
     /// Retention: removes the problems of finished loads that ended before `ended_before`
     /// (ISO 8601); returns how many.
     fn prune_problems(&self, ended_before: &str) -> Result<u64, StoreError>;
+    /// Bulk Web API (issue 11): records a submission, reserving the lender's next load number
+    /// for it; a submission with a taken idempotency key (or claim) is not inserted and the
+    /// existing one is returned instead (compare `claim` to tell).
+    fn submit_api_load(&self, s: &ApiSubmission) -> Result<ApiSubmission, StoreError>;
+    /// One API submission of a lender.
+    fn api_submission(
+        &self,
+        lender: &str,
+        by: ApiSubmissionKey<'_>,
+    ) -> Result<Option<ApiSubmission>, StoreError>;
+    /// A lender's load by its `Id`.
+    fn load_by_number(&self, lender: &str, number: i64) -> Result<Option<LoadRow>, StoreError>;
+    /// A page of a lender's loads, newest first, with the total matching.
+    fn list_loads(&self, lender: &str, q: &LoadQuery<'_>) -> Result<LoadPage, StoreError>;
+    /// How many problems a load has (pages of `problems_page` are by sequence number, 1..).
+    fn problem_count(&self, row: RowId) -> Result<i64, StoreError>;
     /// Calls `f(index, message)` for each problem of a load, in order.
     #[allow(clippy::type_complexity)]
     fn for_each_problem(

@@ -12,8 +12,9 @@ use rusqlite::{
 use std::path::Path;
 
 use super::{
-    AccountKind, Attempt, Delivery, FailedDelivery, Found, HourActivity, Key, Link, LoadKey,
-    LoadRow, LoadTx, RowId, Source, Store, StoreError, Table, Value, Written,
+    AccountKind, ApiSubmission, ApiSubmissionKey, Attempt, Delivery, FailedDelivery, Found,
+    HourActivity, Key, Link, LoadKey, LoadPage, LoadQuery, LoadRow, LoadTx, RowId, Source, Store,
+    StoreError, Table, Value, Written,
 };
 use crate::config::{StoreConfig, Synchronous};
 use crate::problem::Problem;
@@ -25,6 +26,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("schema_v2.sql"),
     include_str!("schema_v3.sql"),
     include_str!("schema_v4.sql"),
+    include_str!("schema_v5.sql"),
 ];
 
 /// Whether the store at `path` exists with every migration applied: the notification sender
@@ -155,10 +157,14 @@ impl Store for SqliteStore {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        // Numbered per lender: one writer at a time (IMMEDIATE), so max + 1 is free.
+        // Numbered per lender: one writer at a time (IMMEDIATE), so max + 1 is free; an API
+        // load takes the number reserved at its submission (schema v5), and no load takes a
+        // reserved one.
         tx.execute(
             "INSERT INTO bulk_loads (number, lender, pickup_name, claim, source, started_at, ended_at, stamp, state)
-             VALUES ((SELECT coalesce(max(number), 0) + 1 FROM bulk_loads WHERE lender = ?1),
+             VALUES (coalesce((SELECT number FROM api_submissions WHERE claim = ?3 AND lender = ?1),
+                              max((SELECT coalesce(max(number), 0) FROM bulk_loads WHERE lender = ?1),
+                                  (SELECT coalesce(max(number), 0) FROM api_submissions WHERE lender = ?1)) + 1),
                      ?1, ?2, ?3, ?4, ?5, ?5, '', 'applied')",
             params![lender, key.supplied_name, key.key, source.as_str(), started_at],
         )?;
@@ -407,6 +413,82 @@ impl Store for SqliteStore {
         )? as u64)
     }
 
+    fn submit_api_load(&self, s: &ApiSubmission) -> Result<ApiSubmission, StoreError> {
+        // One statement: the number is the lender's next free one (loads and reservations),
+        // and a taken claim or idempotency key inserts nothing (the existing one is returned).
+        self.conn.execute(
+            "INSERT INTO api_submissions (claim, lender, number, kind, idempotency_key, body_sha256, submitted_at)
+             VALUES (?1, ?2,
+                     max((SELECT coalesce(max(number), 0) FROM bulk_loads WHERE lender = ?2),
+                         (SELECT coalesce(max(number), 0) FROM api_submissions WHERE lender = ?2)) + 1,
+                     ?3, ?4, ?5, ?6)
+             ON CONFLICT DO NOTHING",
+            params![s.claim, s.lender, s.kind, s.idempotency_key, s.body_sha256, s.submitted_at],
+        )?;
+        let found = match &s.idempotency_key {
+            Some(k) => self.api_submission_where("idempotency_key = ?2", &s.lender, k)?,
+            None => self.api_submission_where("claim = ?2", &s.lender, &s.claim)?,
+        };
+        found.ok_or_else(|| StoreError::Backend(format!("api submission {} vanished", s.claim)))
+    }
+
+    fn api_submission(
+        &self,
+        lender: &str,
+        by: ApiSubmissionKey<'_>,
+    ) -> Result<Option<ApiSubmission>, StoreError> {
+        match by {
+            ApiSubmissionKey::Claim(c) => self.api_submission_where("claim = ?2", lender, &c),
+            ApiSubmissionKey::Number(n) => self.api_submission_where("number = ?2", lender, &n),
+            ApiSubmissionKey::IdempotencyKey(k) => {
+                self.api_submission_where("idempotency_key = ?2", lender, &k)
+            }
+        }
+    }
+
+    fn load_by_number(&self, lender: &str, number: i64) -> Result<Option<LoadRow>, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                &format!("SELECT {LOAD_COLUMNS} FROM bulk_loads WHERE lender = ?1 AND number = ?2"),
+                params![lender, number],
+                load_row,
+            )
+            .optional()?)
+    }
+
+    fn list_loads(&self, lender: &str, q: &LoadQuery<'_>) -> Result<LoadPage, StoreError> {
+        // Newest first. `kind`: the pickup name starts with the type's prefix and a '.' or '_'
+        // follows it (so "borrowers" does not match "loan_borrowers...": prefixes are whole).
+        let filter = "lender = ?1
+             AND (?2 IS NULL OR pickup_name LIKE ?2 || '.%' OR pickup_name LIKE ?2 || '-%'
+                  OR pickup_name LIKE ?2 || '\\_%' ESCAPE '\\')
+             AND (?3 IS NULL OR started_at >= ?3)";
+        let total: i64 = self.conn.query_row(
+            &format!("SELECT count(*) FROM bulk_loads WHERE {filter}"),
+            params![lender, q.kind_prefix, q.since],
+            |r| r.get(0),
+        )?;
+        let mut st = self.conn.prepare(&format!(
+            "SELECT {LOAD_COLUMNS} FROM bulk_loads WHERE {filter} ORDER BY number DESC LIMIT ?4 OFFSET ?5"
+        ))?;
+        let loads = st
+            .query_map(
+                params![lender, q.kind_prefix, q.since, q.limit, q.offset],
+                load_row,
+            )?
+            .collect::<Result<_, _>>()?;
+        Ok(LoadPage { loads, total })
+    }
+
+    fn problem_count(&self, row: RowId) -> Result<i64, StoreError> {
+        Ok(self.conn.query_row(
+            "SELECT count(*) FROM load_problems WHERE load_id = ?1",
+            [row],
+            |r| r.get(0),
+        )?)
+    }
+
     fn for_each_problem(
         &self,
         row: RowId,
@@ -425,6 +507,38 @@ impl Store for SqliteStore {
             f(idx, &msg)?;
         }
         Ok(())
+    }
+}
+
+// The Bulk Web API (issue 11).
+impl SqliteStore {
+    fn api_submission_where(
+        &self,
+        cond: &str,
+        lender: &str,
+        value: &dyn rusqlite::ToSql,
+    ) -> Result<Option<ApiSubmission>, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                &format!(
+                    "SELECT claim, lender, number, kind, idempotency_key, body_sha256, submitted_at
+                     FROM api_submissions WHERE lender = ?1 AND {cond}"
+                ),
+                params![lender, value],
+                |r| {
+                    Ok(ApiSubmission {
+                        claim: r.get(0)?,
+                        lender: r.get(1)?,
+                        number: r.get(2)?,
+                        kind: r.get(3)?,
+                        idempotency_key: r.get(4)?,
+                        body_sha256: r.get(5)?,
+                        submitted_at: r.get(6)?,
+                    })
+                },
+            )
+            .optional()?)
     }
 }
 
