@@ -118,7 +118,7 @@ impl Defender {
                     .map(|u| (*ip, u.duration_since(now)))
             })
             .collect();
-        v.sort_by(|a, b| b.1.cmp(&a.1));
+        v.sort_by_key(|b| std::cmp::Reverse(b.1));
         v
     }
 

@@ -218,6 +218,9 @@ pub struct Delivery {
     pub load: LoadRow,
 }
 
+/// One problem of a load: (seq, index, message).
+pub type ProblemRow = (i64, i64, String);
+
 /// One lender's loads in one hour (the operator page).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HourActivity {
@@ -360,7 +363,7 @@ pub trait Store: Send {
         filter: &str,
         offset: i64,
         limit: i64,
-    ) -> Result<(i64, Vec<(i64, i64, String)>), StoreError>;
+    ) -> Result<(i64, Vec<ProblemRow>), StoreError>;
     /// Loads started at or after `since` (ISO 8601), per lender and hour (`yyyy-mm-ddThh`).
     fn hourly_activity(&self, since: &str) -> Result<Vec<HourActivity>, StoreError>;
     /// Notifications given up on (state `failed`), newest first.

@@ -297,7 +297,7 @@ impl Store for SqliteStore {
         filter: &str,
         offset: i64,
         limit: i64,
-    ) -> Result<(i64, Vec<(i64, i64, String)>), StoreError> {
+    ) -> Result<(i64, Vec<super::ProblemRow>), StoreError> {
         let mut st = self.conn.prepare_cached(
             "SELECT seq, idx, message, count(*) OVER () FROM load_problems
              WHERE load_id = ?1 AND (?2 = '' OR instr(lower(message), lower(?2)) > 0)
