@@ -1661,6 +1661,42 @@ mod tests {
     }
 
     #[test]
+    fn console_users_and_operators() {
+        let hash = "$argon2id$v=19$m=19456,t=2,p=1$1hCcitXgv2qH/9J8P2cwkQ$1aAuL39/fIukMq/gfXE7XTDDsAAcau76te9H7gms9Eo";
+        let op = |email: &str, totp: &str| {
+            format!("[[operators]]\nemail = \"{email}\"\npassword_hash = \"{hash}\"\n{totp}")
+        };
+        let c = with(
+            "",
+            &op(
+                "ops@x.example",
+                "totp_secret = \"JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP\"",
+            ),
+        )
+        .unwrap();
+        assert_eq!(c.lenders[0].users[0].email, "staff@demo.example");
+        assert_eq!(c.operators[0].totp_secret.as_ref().unwrap().0.len(), 20);
+        assert!(!format!("{c:?}").contains("JBSWY3DP"), "TOTP keys redacted");
+        assert_eq!(
+            c.console.idle_timeout,
+            std::time::Duration::from_secs(30 * 60)
+        );
+        // One address, one account, lenders and operators together (case-insensitive).
+        let e = with("", &op("STAFF@demo.example", "")).unwrap_err();
+        assert!(e.to_string().contains("listed twice"), "{e}");
+        let e = with("", &op("ops@x.example", "totp_secret = \"not base32!\"")).unwrap_err();
+        assert!(e.to_string().contains("not base32"), "{e}");
+        let e = with("", &op("ops@x.example", "totp_secret = \"JBSWY3DP\"")).unwrap_err();
+        assert!(e.to_string().contains("128 bits"), "{e}");
+        let e = with(
+            "",
+            "[[operators]]\nemail = \"o@x.example\"\npassword_hash = \"plain\"",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("argon2"), "{e}");
+    }
+
+    #[test]
     fn webhooks_and_smtp() {
         let hook = "[[lenders.webhooks]]\nurl = \"https://x.example/h\"\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"";
         let c = with(hook, "").unwrap();

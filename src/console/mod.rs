@@ -78,8 +78,10 @@ impl Console {
         self.live.get()
     }
 
+    /// Cookies get `Secure` when the listener serves TLS or a TLS proxy is declared.
     fn secure(&self) -> bool {
-        self.cfg().console.secure_cookies
+        let cfg = self.cfg();
+        cfg.console.secure_cookies || cfg.api.as_ref().is_some_and(|a| a.tls.is_some())
     }
 
     /// The signed-in session of a request (`awaiting_totp` ones included), with its id.
