@@ -93,6 +93,7 @@ pub fn lookups_context(dir: &Path) -> io::Result<(Lender, Lookups)> {
         partner_dedupe: false,
         webhooks: Vec::new(),
         notify_email: Vec::new(),
+        users: Vec::new(),
         api_clients: Vec::new(),
         daily_record_limit: None,
         monthly_record_limit: None,

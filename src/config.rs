@@ -83,6 +83,38 @@ struct RawConfig {
     /// The Bulk Web API (issue 11); absent: no HTTP listener.
     #[serde(default)]
     api: Option<RawApi>,
+    // Web console (issue 15): operators' sign-ins and the console's settings.
+    #[serde(default)]
+    operators: Vec<RawUser>,
+    #[serde(default)]
+    console: RawConsole,
+}
+
+/// A web-console sign-in (`[[lenders.users]]`, `[[operators]]`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUser {
+    email: String,
+    password_hash: Secret,
+    /// Base32 (RFC 4648) TOTP secret: when set, sign-in also asks for a 6-digit code.
+    #[serde(default)]
+    totp_secret: Option<Secret>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawConsole {
+    #[serde(default)]
+    idle_timeout_minutes: Option<u64>,
+    /// Host name lenders connect to (shown on the connection page); default: the listen host.
+    #[serde(default)]
+    public_host: Option<String>,
+    /// The API's base URL as lenders reach it (shown on the connection page).
+    #[serde(default)]
+    api_base_url: Option<String>,
+    /// Set when a TLS proxy terminates HTTPS in front of the listener: cookies get `Secure`.
+    #[serde(default)]
+    secure_cookies: bool,
 }
 
 fn default_data_dir() -> PathBuf {
@@ -297,6 +329,9 @@ struct RawLender {
     webhooks: Vec<RawWebhook>,
     #[serde(default)]
     notify_email: Vec<String>,
+    // Web console sign-ins of this lender's staff (issue 15).
+    #[serde(default)]
+    users: Vec<RawUser>,
     // Bulk Web API (issue 11): OAuth2 clients and quotas.
     #[serde(default)]
     api_clients: Vec<RawApiClient>,
@@ -519,6 +554,9 @@ pub struct Config {
     pub metrics: Metrics,
     pub log: Log,
     pub retention: Retention,
+    // Web console (issue 15).
+    pub operators: Vec<ConsoleUser>,
+    pub console: Console,
     /// The Bulk Web API (issue 11); `None`: no HTTP listener.
     pub api: Option<Api>,
 }
@@ -543,6 +581,78 @@ pub struct Api {
 pub struct ApiClient {
     pub client_id: String,
     pub secret_hash: Secret,
+}
+
+/// A web-console sign-in: a lender's staff member (`[[lenders.users]]`) or an operator.
+#[derive(Debug, Clone)]
+pub struct ConsoleUser {
+    /// As written; sign-in compares it case-insensitively.
+    pub email: String,
+    pub password_hash: Secret,
+    /// The TOTP key (decoded from base32), when the user has a second factor.
+    pub totp_secret: Option<SecretBytes>,
+}
+
+/// `[console]`: the web console's settings.
+#[derive(Debug, Clone)]
+pub struct Console {
+    /// A session unused this long is signed out.
+    pub idle_timeout: std::time::Duration,
+    pub public_host: Option<String>,
+    pub api_base_url: Option<String>,
+    pub secure_cookies: bool,
+}
+
+/// Default `[console] idle_timeout_minutes`.
+pub const DEFAULT_CONSOLE_IDLE_MINUTES: u64 = 30;
+
+fn resolve_users(
+    owner: &str,
+    raw: Vec<RawUser>,
+    emails: &mut BTreeSet<String>,
+) -> Result<Vec<ConsoleUser>, String> {
+    raw.into_iter()
+        .enumerate()
+        .map(|(i, u)| {
+            if u.email.trim().is_empty() || u.email.len() > 254 || !u.email.contains('@') {
+                return Err(format!("{owner}: users[{i}].email {:?} is not an e-mail address", u.email));
+            }
+            if !emails.insert(u.email.to_lowercase()) {
+                return Err(format!(
+                    "{owner}: users[{i}].email {:?} is listed twice (an address signs in to one account)",
+                    u.email
+                ));
+            }
+            if !u.password_hash.expose().starts_with("$argon2") {
+                return Err(format!(
+                    "{owner}: users[{i}] ({}): password_hash is not an argon2 PHC string (make one with `bulkload passwd`)",
+                    u.email
+                ));
+            }
+            let totp_secret = match &u.totp_secret {
+                None => None,
+                Some(t) => {
+                    let bytes = totp_rs::Secret::Encoded(t.expose().trim().to_uppercase())
+                        .to_bytes()
+                        .map_err(|_| {
+                            format!("{owner}: users[{i}] ({}): totp_secret is not base32", u.email)
+                        })?;
+                    if bytes.len() < 16 {
+                        return Err(format!(
+                            "{owner}: users[{i}] ({}): totp_secret must hold at least 128 bits (26 base32 characters)",
+                            u.email
+                        ));
+                    }
+                    Some(SecretBytes(bytes))
+                }
+            };
+            Ok(ConsoleUser {
+                email: u.email,
+                password_hash: u.password_hash,
+                totp_secret,
+            })
+        })
+        .collect()
 }
 
 /// The event a finished load sends.
@@ -804,6 +914,8 @@ pub struct Lender {
     /// Notifications of finished loads (issue 13).
     pub webhooks: Vec<Webhook>,
     pub notify_email: Vec<String>,
+    /// Web console sign-ins of the lender's staff (issue 15).
+    pub users: Vec<ConsoleUser>,
     /// Bulk Web API clients (issue 11).
     pub api_clients: Vec<ApiClient>,
     /// Quotas (issue 11): records submitted per UTC day / month, over every intake.
@@ -1068,6 +1180,8 @@ impl Config {
         let mut lender_ids = BTreeSet::new();
         let mut client_ids = BTreeSet::new();
         let mut lenders = Vec::new();
+        // Console sign-in addresses, lenders' and operators' alike: each names one account.
+        let mut emails = BTreeSet::new();
         for l in raw.lenders {
             if !is_safe_name(&l.id) {
                 return Err(invalid(format!(
@@ -1187,7 +1301,10 @@ impl Config {
                     )));
                 }
             }
+            let users = resolve_users(&format!("lender {:?}", l.id), l.users, &mut emails)
+                .map_err(&invalid)?;
             lenders.push(Lender {
+                users,
                 api_clients,
                 daily_record_limit: l.daily_record_limit,
                 monthly_record_limit: l.monthly_record_limit,
@@ -1247,6 +1364,8 @@ impl Config {
             }
         }
 
+        let operators =
+            resolve_users("[[operators]]", raw.operators, &mut emails).map_err(&invalid)?;
         let api = match raw.api {
             None => None,
             Some(a) => resolve_api(a, raw.limits.max_file_bytes, &resolve).map_err(&invalid)?,
@@ -1300,6 +1419,19 @@ impl Config {
             retention: ops.retention,
             api,
             source: None,
+            operators,
+            console: Console {
+                idle_timeout: std::time::Duration::from_secs(
+                    60 * raw
+                        .console
+                        .idle_timeout_minutes
+                        .unwrap_or(DEFAULT_CONSOLE_IDLE_MINUTES)
+                        .max(1),
+                ),
+                public_host: raw.console.public_host,
+                api_base_url: raw.console.api_base_url,
+                secure_cookies: raw.console.secure_cookies,
+            },
         })
     }
 
@@ -1624,6 +1756,42 @@ mod tests {
             1,
         );
         Config::parse(&format!("{text}\n{extra}\n"), "test", Path::new("."))
+    }
+
+    #[test]
+    fn console_users_and_operators() {
+        let hash = "$argon2id$v=19$m=19456,t=2,p=1$1hCcitXgv2qH/9J8P2cwkQ$1aAuL39/fIukMq/gfXE7XTDDsAAcau76te9H7gms9Eo";
+        let op = |email: &str, totp: &str| {
+            format!("[[operators]]\nemail = \"{email}\"\npassword_hash = \"{hash}\"\n{totp}")
+        };
+        let c = with(
+            "",
+            &op(
+                "ops@x.example",
+                "totp_secret = \"JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP\"",
+            ),
+        )
+        .unwrap();
+        assert_eq!(c.lenders[0].users[0].email, "staff@demo.example");
+        assert_eq!(c.operators[0].totp_secret.as_ref().unwrap().0.len(), 20);
+        assert!(!format!("{c:?}").contains("JBSWY3DP"), "TOTP keys redacted");
+        assert_eq!(
+            c.console.idle_timeout,
+            std::time::Duration::from_secs(30 * 60)
+        );
+        // One address, one account, lenders and operators together (case-insensitive).
+        let e = with("", &op("STAFF@demo.example", "")).unwrap_err();
+        assert!(e.to_string().contains("listed twice"), "{e}");
+        let e = with("", &op("ops@x.example", "totp_secret = \"not base32!\"")).unwrap_err();
+        assert!(e.to_string().contains("not base32"), "{e}");
+        let e = with("", &op("ops@x.example", "totp_secret = \"JBSWY3DP\"")).unwrap_err();
+        assert!(e.to_string().contains("128 bits"), "{e}");
+        let e = with(
+            "",
+            "[[operators]]\nemail = \"o@x.example\"\npassword_hash = \"plain\"",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("argon2"), "{e}");
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //!
 //! Layout of the crate:
 //! - `config`: the operator's TOML, validated.
+//! - `console`: the web console (lenders' uploads and loads, operators' overview).
 //! - `layout`: paths under `data_dir` and file naming.
 //! - `records`: the nine record types, a module each (fields, rules, writes), and validation.
 //! - `problem`: what is wrong with a record, as data, and its one rendering.
@@ -30,6 +31,7 @@ pub mod api;
 pub mod auth;
 pub mod check;
 pub mod config;
+pub mod console;
 pub mod engine;
 pub mod failpoint;
 pub mod files;

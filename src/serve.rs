@@ -204,6 +204,10 @@ pub async fn serve(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<()
     let cfg = Arc::new(cfg);
     ensure_trees(&cfg)?;
     let host_key = load_or_create_host_key(&cfg.sftp.host_key)?;
+    let host_fingerprint = host_key
+        .public_key()
+        .fingerprint(HashAlg::Sha256)
+        .to_string();
     // Partial uploads a crash (SIGKILL, power loss) left behind: no session is live yet.
     let live_uploads = LiveUploads::default();
     let removed = remove_stale_uploads(&cfg, &live_uploads);
@@ -269,7 +273,7 @@ pub async fn serve(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<()
         ))
     };
 
-    let shared = Arc::new(Shared::live(live.clone(), on_upload, live_uploads));
+    let shared = Arc::new(Shared::live(live.clone(), on_upload.clone(), live_uploads));
     // Issue 11: the Bulk Web API on `[api] listen` (none without `[api]`), with its worker
     // applying queued loads through the same single writer as passes.
     let api_task = match &cfg.api {
@@ -280,8 +284,15 @@ pub async fn serve(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<()
                 shared.clone(),
                 cancel.clone(),
             )?;
-            // HOOK: other route sets served on the API's listener (the web console) go here.
-            let extra = axum::Router::new();
+            // Issue 15: the web console, on the API's listener (its sign-ins share the SFTP
+            // defender and password gate).
+            let extra = crate::console::router(crate::console::Console::new(
+                live.clone(),
+                shared.clone(),
+                passes.clone(),
+                on_upload.clone(),
+                host_fingerprint.clone(),
+            ));
             Some(crate::api::serve(state, extra).await?)
         }
         None => None,

@@ -47,6 +47,22 @@ struct Record {
 pub struct Defender {
     params: Mutex<DefenderParams>,
     records: Mutex<HashMap<IpAddr, Record>>,
+    /// The latest refused logins (SFTP and web console), newest last, for the operator page.
+    refused: Mutex<VecDeque<Refusal>>,
+}
+
+/// Refused logins remembered for the operator page, at most.
+const MAX_REMEMBERED_REFUSALS: usize = 200;
+
+/// One refused login, as the operator page shows it (never the password).
+#[derive(Debug, Clone)]
+pub struct Refusal {
+    pub at: std::time::SystemTime,
+    pub address: IpAddr,
+    /// The user name the client sent (its text, shown escaped).
+    pub user: String,
+    /// `password`, `publickey` or `web`.
+    pub method: &'static str,
 }
 
 /// The defender's settings (changed on reload).
@@ -66,7 +82,44 @@ impl Defender {
                 ban,
             }),
             records: Mutex::new(HashMap::new()),
+            refused: Mutex::new(VecDeque::new()),
         }
+    }
+
+    /// Remembers a refused login for the operator page (bounded; the oldest is dropped).
+    pub fn note_refused(&self, address: IpAddr, user: &str, method: &'static str) {
+        let mut r = lock(&self.refused);
+        if r.len() >= MAX_REMEMBERED_REFUSALS {
+            r.pop_front();
+        }
+        // A client's user name is its own text: keep a bounded prefix.
+        let user: String = user.chars().take(100).collect();
+        r.push_back(Refusal {
+            at: std::time::SystemTime::now(),
+            address,
+            user,
+            method,
+        });
+    }
+
+    /// The remembered refused logins, newest first (read-only copy).
+    pub fn refusals(&self) -> Vec<Refusal> {
+        lock(&self.refused).iter().rev().cloned().collect()
+    }
+
+    /// Addresses banned now, with the time left on each ban.
+    pub fn bans(&self) -> Vec<(IpAddr, Duration)> {
+        let now = Instant::now();
+        let mut v: Vec<_> = lock(&self.records)
+            .iter()
+            .filter_map(|(ip, r)| {
+                r.banned_until
+                    .filter(|u| *u > now)
+                    .map(|u| (*ip, u.duration_since(now)))
+            })
+            .collect();
+        v.sort_by_key(|b| std::cmp::Reverse(b.1));
+        v
     }
 
     /// Takes new settings (reload); failures already counted stay.
@@ -286,13 +339,50 @@ impl PasswordGate {
         user: &str,
         password: &str,
     ) -> Verdict {
+        let (cfg, u, p, dummy) = (
+            cfg.clone(),
+            user.to_string(),
+            password.to_string(),
+            self.dummy_hash.clone(),
+        );
+        self.check_with(defender, ip, move || password_matches(&cfg, &u, &p, &dummy))
+            .await
+    }
+
+    /// Checks `password` against `hash` (`None`: an unknown user, verified against the dummy
+    /// hash at the same cost) for a login from `ip`: the web console's sign-in goes through the
+    /// same queue, delays, argon2 slots and defender as SFTP logins.
+    pub async fn check_hash(
+        &self,
+        defender: &Defender,
+        ip: IpAddr,
+        hash: Option<String>,
+        password: &str,
+    ) -> Verdict {
+        let (p, dummy) = (password.to_string(), self.dummy_hash.clone());
+        self.check_with(defender, ip, move || match hash {
+            Some(h) => crate::auth::verify_password(&p, &h),
+            None => {
+                let _ = crate::auth::verify_password(&p, &dummy);
+                false
+            }
+        })
+        .await
+    }
+
+    async fn check_with(
+        &self,
+        defender: &Defender,
+        ip: IpAddr,
+        verify: impl FnOnce() -> bool + Send + 'static,
+    ) -> Verdict {
         let turn = {
             let mut map = lock(&self.per_address);
             map.entry(ip).or_default().clone()
         };
         let verdict = {
             let _turn = turn.lock().await;
-            self.check_in_turn(cfg, defender, ip, user, password).await
+            self.check_in_turn(defender, ip, verify).await
         };
         // Forget the address's queue once nobody else waits in it.
         let mut map = lock(&self.per_address);
@@ -305,11 +395,9 @@ impl PasswordGate {
 
     async fn check_in_turn(
         &self,
-        cfg: &Arc<Config>,
         defender: &Defender,
         ip: IpAddr,
-        user: &str,
-        password: &str,
+        verify: impl FnOnce() -> bool + Send + 'static,
     ) -> Verdict {
         if defender.is_banned(ip) {
             return Verdict::Banned;
@@ -323,16 +411,8 @@ impl PasswordGate {
         let Ok(_permit) = self.checks.clone().acquire_owned().await else {
             return Verdict::Bad;
         };
-        let (cfg, u, p, dummy) = (
-            cfg.clone(),
-            user.to_string(),
-            password.to_string(),
-            self.dummy_hash.clone(),
-        );
         // argon2 is deliberately slow: keep it off the async threads.
-        let good = tokio::task::spawn_blocking(move || password_matches(&cfg, &u, &p, &dummy))
-            .await
-            .unwrap_or(false);
+        let good = tokio::task::spawn_blocking(verify).await.unwrap_or(false);
         if good {
             defender.forgive(ip);
             Verdict::Good

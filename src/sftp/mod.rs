@@ -445,6 +445,9 @@ impl Connection {
         // The user name is the client's text: logged escaped (Debug), never the password.
         limited_warn!("login", lender = ?user, address = %self.addr, method, "refused: login failed");
         crate::metrics::login(method, false);
+        self.shared
+            .defender
+            .note_refused(self.addr.ip(), user, method);
         if banned {
             tracing::warn!(address = %self.addr, ban_seconds = self.shared.cfg().sftp.ban_seconds, "address banned after repeated failed logins");
             return Err(SessionError::Banned);

@@ -243,6 +243,37 @@ pub struct Delivery {
     pub load: LoadRow,
 }
 
+/// One problem of a load: (seq, index, message).
+pub type ProblemRow = (i64, i64, String);
+
+/// One lender's loads in one hour (the operator page).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HourActivity {
+    pub lender: String,
+    /// `yyyy-mm-ddThh` (UTC).
+    pub hour: String,
+    /// Loads applied (dry runs not counted).
+    pub loads: i64,
+    /// Loads refused whole or with at least one failed record (dry runs not counted).
+    pub failed: i64,
+    /// Records processed (successes and failures; dry runs not counted).
+    pub records: i64,
+}
+
+/// A notification given up on (the operator page).
+#[derive(Debug, Clone)]
+pub struct FailedDelivery {
+    pub lender: String,
+    /// The load's number as its lender sees it.
+    pub load: i64,
+    pub channel: String,
+    pub target: String,
+    pub attempts: i64,
+    pub last_error: Option<String>,
+    /// Unix seconds.
+    pub created_at: f64,
+}
+
 /// What one try of a notification did.
 #[derive(Debug, Clone)]
 pub enum Attempt {
@@ -358,6 +389,32 @@ pub trait Store: Send {
     fn release_lease(&mut self) -> Result<(), StoreError> {
         Ok(())
     }
+
+    // Web console (issue 15).
+    /// A lender's loads, newest first: `limit` from `offset` of those whose pickup name or
+    /// error contains `filter` (case-insensitive; empty: all), with how many match in all.
+    fn console_loads(
+        &self,
+        lender: &str,
+        filter: &str,
+        offset: i64,
+        limit: i64,
+    ) -> Result<(i64, Vec<LoadRow>), StoreError>;
+    /// The load numbered `id` of `lender` (`LoadRow::id`); `None` for another lender's.
+    fn lender_load(&self, lender: &str, id: i64) -> Result<Option<LoadRow>, StoreError>;
+    /// `limit` problems of a load from `offset`, in order, whose message contains `filter`
+    /// (case-insensitive; empty: all) as (seq, index, message), with how many match in all.
+    fn console_problems(
+        &self,
+        row: RowId,
+        filter: &str,
+        offset: i64,
+        limit: i64,
+    ) -> Result<(i64, Vec<ProblemRow>), StoreError>;
+    /// Loads started at or after `since` (ISO 8601), per lender and hour (`yyyy-mm-ddThh`).
+    fn hourly_activity(&self, since: &str) -> Result<Vec<HourActivity>, StoreError>;
+    /// Notifications given up on (state `failed`), newest first.
+    fn failed_deliveries(&self, limit: i64) -> Result<Vec<FailedDelivery>, StoreError>;
 }
 
 /// One load's transaction, scoped to one lender. Dropping it without `complete` rolls

@@ -12,8 +12,9 @@ use rusqlite::{
 use std::path::Path;
 
 use super::{
-    AccountKind, ApiSubmission, ApiSubmissionKey, Attempt, Delivery, Found, Key, Link, LoadKey,
-    LoadPage, LoadQuery, LoadRow, LoadTx, RecordPage, RecordQuery, RowId, Source, Store,
+    AccountKind, ApiSubmission, ApiSubmissionKey, Attempt, Delivery, FailedDelivery, Found,
+    HourActivity, Key, Link, LoadKey, LoadPage, LoadQuery, LoadRow, LoadTx, RecordPage,
+    RecordQuery, RowId, Source, Store,
     StoreError, Table, Value, Written,
 };
 use crate::config::{StoreConfig, Synchronous};
@@ -50,6 +51,9 @@ pub struct SqliteStore {
 const LOAD_COLUMNS: &str = "id, number, lender, pickup_name, claim, source, started_at, ended_at, stamp, error_message, \
      num_create_success, num_update_success, num_add_success, num_delete_success, \
      num_create_failure, num_update_failure, num_add_failure, num_delete_failure, num_mode_failure, state, dry_run";
+
+/// How many columns `LOAD_COLUMNS` names.
+const LOAD_COLUMN_COUNT: usize = 21;
 
 fn load_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<LoadRow> {
     load_row_at(r, 0)
@@ -237,6 +241,128 @@ impl Store for SqliteStore {
         limit: i64,
     ) -> Result<Vec<(i64, i64, String)>, StoreError> {
         Ok(self.problems_page_sql(row, after_seq, limit)?)
+    }
+
+    fn console_loads(
+        &self,
+        lender: &str,
+        filter: &str,
+        offset: i64,
+        limit: i64,
+    ) -> Result<(i64, Vec<LoadRow>), StoreError> {
+        let mut st = self.conn.prepare_cached(&format!(
+            "SELECT {LOAD_COLUMNS}, count(*) OVER () FROM bulk_loads
+             WHERE lender = ?1 AND (?2 = '' OR instr(lower(pickup_name), lower(?2)) > 0
+                                   OR instr(lower(coalesce(error_message, '')), lower(?2)) > 0)
+             ORDER BY id DESC LIMIT ?3 OFFSET ?4"
+        ))?;
+        let mut total = 0;
+        let rows = st
+            .query_map(params![lender, filter, limit, offset], |r| {
+                Ok((load_row(r)?, r.get::<_, i64>(LOAD_COLUMN_COUNT)?))
+            })?
+            .map(|x| {
+                x.map(|(row, n)| {
+                    total = n;
+                    row
+                })
+            })
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        if rows.is_empty() && offset > 0 {
+            // Past the end: still say how many there are.
+            total = self.conn.query_row(
+                "SELECT count(*) FROM bulk_loads WHERE lender = ?1 AND (?2 = ''
+                   OR instr(lower(pickup_name), lower(?2)) > 0
+                   OR instr(lower(coalesce(error_message, '')), lower(?2)) > 0)",
+                params![lender, filter],
+                |r| r.get(0),
+            )?;
+        }
+        Ok((total, rows))
+    }
+
+    fn lender_load(&self, lender: &str, id: i64) -> Result<Option<LoadRow>, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                &format!("SELECT {LOAD_COLUMNS} FROM bulk_loads WHERE lender = ?1 AND number = ?2"),
+                params![lender, id],
+                load_row,
+            )
+            .optional()?)
+    }
+
+    fn console_problems(
+        &self,
+        row: RowId,
+        filter: &str,
+        offset: i64,
+        limit: i64,
+    ) -> Result<(i64, Vec<super::ProblemRow>), StoreError> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT seq, idx, message, count(*) OVER () FROM load_problems
+             WHERE load_id = ?1 AND (?2 = '' OR instr(lower(message), lower(?2)) > 0)
+             ORDER BY seq LIMIT ?3 OFFSET ?4",
+        )?;
+        let mut total = 0;
+        let rows = st
+            .query_map(params![row, filter, limit, offset], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get::<_, i64>(3)?))
+            })?
+            .map(|x| {
+                x.map(|(a, b, c, n)| {
+                    total = n;
+                    (a, b, c)
+                })
+            })
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok((total, rows))
+    }
+
+    fn hourly_activity(&self, since: &str) -> Result<Vec<HourActivity>, StoreError> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT lender, substr(started_at, 1, 13) AS hour,
+                    sum(CASE WHEN dry_run = 0 THEN 1 ELSE 0 END),
+                    sum(CASE WHEN dry_run = 0 AND (error_message IS NOT NULL
+                        OR num_create_failure + num_update_failure + num_add_failure
+                           + num_delete_failure + num_mode_failure > 0) THEN 1 ELSE 0 END),
+                    sum(CASE WHEN dry_run = 0 THEN num_create_success + num_update_success
+                        + num_add_success + num_delete_success + num_create_failure
+                        + num_update_failure + num_add_failure + num_delete_failure
+                        + num_mode_failure ELSE 0 END)
+             FROM bulk_loads WHERE started_at >= ?1
+             GROUP BY lender, hour ORDER BY lender, hour",
+        )?;
+        let rows = st.query_map([since], |r| {
+            Ok(HourActivity {
+                lender: r.get(0)?,
+                hour: r.get(1)?,
+                loads: r.get(2)?,
+                failed: r.get(3)?,
+                records: r.get(4)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+
+    fn failed_deliveries(&self, limit: i64) -> Result<Vec<FailedDelivery>, StoreError> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT o.lender, l.number, o.channel, o.target, o.attempts, o.last_error, o.created_at
+             FROM outbox o JOIN bulk_loads l ON l.id = o.load_id
+             WHERE o.state = 'failed' ORDER BY o.id DESC LIMIT ?1",
+        )?;
+        let rows = st.query_map([limit], |r| {
+            Ok(FailedDelivery {
+                lender: r.get(0)?,
+                load: r.get(1)?,
+                channel: r.get(2)?,
+                target: r.get(3)?,
+                attempts: r.get(4)?,
+                last_error: r.get(5)?,
+                created_at: r.get(6)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
     }
 
     fn due_deliveries(&self, now: f64, limit: usize) -> Result<Vec<Delivery>, StoreError> {
