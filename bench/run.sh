@@ -6,7 +6,11 @@
 #   bench/run.sh                         full size: N=1000000, MEM_SMALL=10M, MEM_BIG=1G
 #   N=20000 MEM_BIG=100M bench/run.sh    a quick run (about a minute)
 #
-# Env: N (records per phase), SYNC (FULL|NORMAL, default FULL), CACHE_MIB (default 64, as the
+#   EMP_N=30000 CASES=employees bench/run.sh   only the employee-create case, smaller
+#   CASES=memory MEM_SMALL=100M MEM_BIG=1G bench/run.sh   only the memory check
+#
+# Env: CASES (any of "phases employees memory", default all three), N (records per phase),
+# EMP_N (records of the employee-create case, default 1000000: ~320 MB), SYNC (FULL|NORMAL, default FULL), CACHE_MIB (default 64, as the
 # example config), MEM_SMALL / MEM_BIG (file sizes, K/M/G), BENCH_DIR (scratch, default
 # target/bench; needs ~3x MEM_BIG of free disk), MEM_CACHE_MIB (the memory runs' cache, default
 # CACHE_MIB), BAD_PCT (bad records in the throughput files,
@@ -16,7 +20,9 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 N=${N:-1000000}
 SYNC=${SYNC:-FULL}
 CACHE_MIB=${CACHE_MIB:-64}
-MEM_SMALL=${MEM_SMALL:-10M}
+EMP_N=${EMP_N:-1000000}
+CASES=${CASES:-phases employees memory}
+MEM_SMALL=${MEM_SMALL:-100M}
 MEM_BIG=${MEM_BIG:-1G}
 BAD_PCT=${BAD_PCT:-0}
 MEM_CACHE_MIB=${MEM_CACHE_MIB:-$CACHE_MIB}
@@ -32,8 +38,7 @@ echo "== build (release)"
 (cd "$ROOT/bench/tools" && cargo build --release --quiet)
 
 rm -rf "$W"; mkdir -p "$W"
-echo "== generate N=$N (bad records: $BAD_PCT%)"
-$T/gen bench "$W/files" "$N" "$BAD_PCT"
+has() { case " $CASES " in *" $1 "*) return 0;; *) return 1;; esac; }
 
 sync_lc=$(echo "$SYNC" | tr 'A-Z' 'a-z')
 mkconfig() { # <data_dir> -> config path
@@ -45,6 +50,9 @@ mkconfig() { # <data_dir> -> config path
   echo "$1.toml"
 }
 now() { date +%s.%N; }
+if has phases; then
+echo "== generate N=$N (bad records: $BAD_PCT%)"
+$T/gen bench "$W/files" "$N" "$BAD_PCT"
 PHASES="1-creates 2-updates 3-upserts 4-loans 5-relations"
 declare -A PASS RAW JE REC RSS
 
@@ -97,7 +105,46 @@ for p in $PHASES; do
   echo "   $p: ${JE[$p]}s"
 done
 echo "   row check: $(sqlite3 "$DB" 'SELECT (SELECT count(*) FROM accounts), (SELECT count(*) FROM loans), (SELECT count(*) FROM loan_borrowers)+(SELECT count(*) FROM loan_positions)') (accounts, loans, relations) vs pass: $(sqlite3 "$D/db/sandbox.sqlite3" 'SELECT (SELECT count(*) FROM accounts), (SELECT count(*) FROM loans), (SELECT count(*) FROM loan_borrowers)+(SELECT count(*) FROM loan_positions)')"
+fi
 
+# The employee-create case (issue 10): one file of EMP_N full employee creates (every account
+# field, random ExternalIds and emails), the lender's one division by default; the pass, the raw
+# loop and json_each into fresh stores with the same schema, cache and durability.
+if has employees; then
+echo "== employee-create case: EMP_N=$EMP_N"
+EF=$W/emp/employees_create.json
+$T/gen employees "$EF" "$EMP_N"
+E=$W/emp-pass; mkdir -p "$E"; CFG=$(mkconfig "$E")
+$T/bulkload run --config "$CFG" --settle-seconds 0 >/dev/null
+cp "$EF" "$E/lenders/demo/sandbox/import/pickup/"
+$TIME -v -o "$W/timev.emp" $T/bulkload run --config "$CFG" --settle-seconds 0 > "$W/emp.log"
+EMP_RSS=$(awk -F': ' '/Maximum resident set size/ {print $2}' "$W/timev.emp")
+EMP_PASS=$(awk -F': ' '/Elapsed \(wall clock\)/ {n=split($2,t,":"); s=0; for(i=1;i<=n;i++) s=s*60+t[i]; print s}' "$W/timev.emp")
+EMP_CPU=$(awk -F': ' '/User time/ {u=$2} /System time/ {s=$2} END {print u+s}' "$W/timev.emp")
+echo "   pass: ${EMP_PASS}s (cpu ${EMP_CPU}s), peak RSS $EMP_RSS KiB, $(grep -o 'load [0-9]* .*failed' "$W/emp.log" | sed 's/ ->.*//')"
+read -r _ _ _ EMP_RAW < <($T/raw "$W/emp-raw.sqlite3" "$EMP_N" "$SYNC" "$CACHE_MIB" employees)
+echo "   raw loop: ${EMP_RAW}s"
+DB=$W/emp-je.sqlite3; rm -f "$DB"*
+sqlite3 "$DB" "PRAGMA journal_mode=WAL;" >/dev/null
+sqlite3 "$DB" < "$ROOT/src/store/sqlite/schema_v1.sql"
+sqlite3 "$DB" < "$ROOT/src/store/sqlite/schema_v2.sql"
+sqlite3 "$DB" "PRAGMA user_version = 2; INSERT INTO bulk_loads (lender, pickup_name, claim, started_at, ended_at, stamp, state, number) VALUES ('demo','x','x','','','','finished',1);"
+PRAGMAS="PRAGMA synchronous=$SYNC; PRAGMA foreign_keys=ON; PRAGMA cache_size=-$((CACHE_MIB*1024)); PRAGMA temp_store=MEMORY;"
+emp_sql="INSERT INTO accounts (lender, kind, thread_id, external_id, email, email_key, first_name, last_name, middle_init, name_suffix, address1, address2, city, state_code, zip_code, phone_primary, phone_secondary, created_load, updated_load)
+ SELECT 'demo', 'employee', lower(hex(randomblob(16))), j.value->>'ExternalId', j.value->>'Email', lower(j.value->>'Email'), j.value->>'FirstName', j.value->>'LastName', j.value->>'MiddleInit', j.value->>'NameSuffix', j.value->>'Address1', j.value->>'Address2', j.value->>'City', j.value->>'StateCode', j.value->>'ZipCode', j.value->>'PhonePrimary', j.value->>'PhoneSecondary', 1, 1 FROM json_each(readfile('$EF')) j;
+INSERT INTO account_divisions SELECT id, '0123456789abcdef0123456789abcdef' FROM accounts WHERE lender = 'demo' AND kind = 'employee';"
+t0=$(now)
+printf '%s\nBEGIN;\n%s\nCOMMIT;\n' "$PRAGMAS" "$emp_sql" | $TIME -v -o "$W/timev.emp-je" sqlite3 -bail "$DB" >/dev/null
+t1=$(now); EMP_JE=$(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.3f", b-a}')
+EMP_JE_RSS=$(awk -F': ' '/Maximum resident set size/ {print $2}' "$W/timev.emp-je")
+echo "   json_each: ${EMP_JE}s, peak RSS $EMP_JE_RSS KiB"
+echo "   row check (accounts, divisions): pass $(sqlite3 "$E/db/sandbox.sqlite3" 'SELECT (SELECT count(*) FROM accounts), (SELECT count(*) FROM account_divisions)'), raw $(sqlite3 "$W/emp-raw.sqlite3" 'SELECT (SELECT count(*) FROM accounts), (SELECT count(*) FROM account_divisions)'), json_each $(sqlite3 "$DB" 'SELECT (SELECT count(*) FROM accounts), (SELECT count(*) FROM account_divisions)')"
+rm -rf "$E" "$W/emp-raw.sqlite3"* "$DB"*
+fi
+
+# Memory: peak RSS of a pass over a MEM_SMALL and a MEM_BIG borrowers file (targets: < 100 MiB,
+# flat within 10% from 100 MB to 1 GB).
+if has memory; then
 echo "== memory: one pass over a $MEM_SMALL and a $MEM_BIG borrowers file (5% bad records, cache ${MEM_CACHE_MIB} MiB)"
 declare -A MEM
 CACHE_MIB=$MEM_CACHE_MIB
@@ -111,15 +158,27 @@ for size in "$MEM_SMALL" "$MEM_BIG"; do
   echo "   $size: peak RSS ${MEM[$size]} KiB, wall $el, $(grep -o 'load [0-9]* .*failed' "$W/mem.$size.log" | sed 's/ ->.*//')"
   rm -rf "$M"
 done
+fi
 
 echo
-echo "== results (records/s; ratio = pass / raw loop; target >= 0.50)"
-printf '%-12s %10s %12s %12s %12s %10s %10s\n' phase records pass/s raw-loop/s json_each/s pass/raw pass/je
+if has phases; then
+echo "== results (records/s; targets: pass/raw >= 0.80, pass/json_each >= 1.00; RSS = peak of the pass)"
+printf '%-12s %10s %12s %12s %12s %10s %10s %10s\n' phase records pass/s raw-loop/s json_each/s pass/raw pass/je "RSS MiB"
 for p in $PHASES; do
-  awk -v p="$p" -v n="${REC[$p]}" -v a="${PASS[$p]}" -v b="${RAW[$p]}" -v c="${JE[$p]}" 'BEGIN {
+  awk -v p="$p" -v n="${REC[$p]}" -v a="${PASS[$p]}" -v b="${RAW[$p]}" -v c="${JE[$p]}" -v r="${RSS[$p]}" 'BEGIN {
     pa = n / a; rb = n / b; jc = n / c;
-    printf "%-12s %10d %12.0f %12.0f %12.0f %10.2f %10.2f\n", p, n, pa, rb, jc, pa / rb, pa / jc }'
+    printf "%-12s %10d %12.0f %12.0f %12.0f %10.2f %10.2f %10.1f\n", p, n, pa, rb, jc, pa / rb, pa / jc, r / 1024 }'
 done
+fi
+if has employees; then
+awk -v n="$EMP_N" -v a="$EMP_PASS" -v b="$EMP_RAW" -v c="$EMP_JE" -v r="$EMP_RSS" -v jr="$EMP_JE_RSS" -v cpu="$EMP_CPU" 'BEGIN {
+  pa = n / a; rb = n / b; jc = n / c;
+  printf "%-12s %10d %12.0f %12.0f %12.0f %10.2f %10.2f %10.1f\n", "employees", n, pa, rb, jc, pa / rb, pa / jc, r / 1024
+  printf "employee-create: pass %.2fs wall, %.2fs cpu (%.2f cores), peak RSS %.1f MiB; json_each peak RSS %.1f MiB\n", a, cpu, cpu / a, r / 1024, jr / 1024 }'
+fi
+if has memory; then
 awk -v c="$MEM_CACHE_MIB" -v s="${MEM[$MEM_SMALL]}" -v b="${MEM[$MEM_BIG]}" -v ss="$MEM_SMALL" -v bs="$MEM_BIG" 'BEGIN {
-  printf "peak RSS: %s file %.1f MiB, %s file %.1f MiB, ratio %.2f (cache %s MiB; targets: <= 2.00 and < 100 MiB)\n", ss, s/1024, bs, b/1024, b/s, c }'
+  r = b / s; ok = (r <= 1.10 && r >= 1 / 1.10 && b < 100 * 1024 && s < 100 * 1024) ? "met" : "NOT met";
+  printf "peak RSS: %s file %.1f MiB, %s file %.1f MiB, ratio %.2f (cache %s MiB; targets: within 10%% and < 100 MiB: %s)\n", ss, s/1024, bs, b/1024, r, c, ok }'
+fi
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(date -u +%Y-%m-%dT%H:%MZ), synchronous=$SYNC"

@@ -198,7 +198,7 @@ fn stream(
         let (recycle, recycled) = sync_channel::<Batch>(2);
         let parser = scope.spawn(move || parse_ahead(&mut *reader, kind, ctx, send, recycled));
         let mut failure = None;
-        let mut writer = RecordWriter { tx, lender };
+        let mut writer = RecordWriter::new(tx, lender);
         'batches: for batch in receive {
             for (index, line, validated) in &batch {
                 let sink = Problems {

@@ -76,8 +76,9 @@ pub struct Spec {
     pub rules: fn(&mut Record, Option<Ctx<'_>>, &mut Problems),
     /// Applies a valid record through the store traits.
     pub write: fn(&Record, &mut Writer<'_>) -> Result<Outcome, ApplyError>,
-    /// True when `write` runs at most one writing statement and refuses the record only before
-    /// it or because it failed: the record needs no savepoint of its own (see `write`).
+    /// True when `write` refuses the record only before its first writing statement or because
+    /// that statement failed (writing nothing), so that every later write can only fail the
+    /// store: the record needs no savepoint of its own (see `write`).
     pub single_write: fn(&Record) -> bool,
 }
 

@@ -55,6 +55,32 @@ pub fn refuse<T>(field: Option<&str>, code: Code, text: String) -> Result<T, App
 pub struct Writer<'a> {
     pub tx: &'a mut dyn LoadTx,
     pub lender: &'a Lender,
+    /// Loans and brokers relation records named, by how they were named (see `Found`).
+    found: FoundCache,
+}
+
+/// Loans and brokers found by the relation records of one load: a relation file names the same
+/// loan many times (one lookup per record was a third of a relation load's store work,
+/// bench/README.md "Issue 10"). Sound because a `Writer` lives for one load, a load holds one
+/// record type, and relation types never write the loans or brokers tables they look up (only
+/// their links), so an answer stays true for the whole load. Bounded: a map is emptied when full.
+#[derive(Default)]
+struct FoundCache {
+    /// [loans by thread id, loans by LoanNumber, brokers by thread id, brokers by IdNumber]
+    maps: [std::collections::HashMap<String, Option<Found>>; 4],
+}
+
+/// Entries per map before it is emptied (each holds an id and a `Found`: ~1 MiB at most each).
+const FOUND_CACHE_ENTRIES: usize = 8192;
+
+impl<'a> Writer<'a> {
+    pub fn new(tx: &'a mut dyn LoadTx, lender: &'a Lender) -> Self {
+        Writer {
+            tx,
+            lender,
+            found: FoundCache::default(),
+        }
+    }
 }
 
 pub fn new_thread_id() -> String {
@@ -361,11 +387,11 @@ impl Writer<'_> {
     ) -> Result<Found, ApplyError> {
         let (table, _) = entity_table(kind);
         let by_thread = match &r.thread_id {
-            Some(t) => self.tx.find(table, Key::ThreadId(t), None)?,
+            Some(t) => self.find_named(table, true, t)?,
             None => None,
         };
         let by_lender = match &r.lender_id {
-            Some(l) => self.tx.find(table, Key::LenderId(l), None)?,
+            Some(l) => self.find_named(table, false, l)?,
             None => None,
         };
         match (r.thread_id.is_some(), by_thread, by_lender) {
@@ -390,6 +416,35 @@ impl Writer<'_> {
                 format!("No {} for supplied {lender_field} exists.", kind.noun()),
             ),
         }
+    }
+
+    /// A loan or broker a relation record names, through the load's `FoundCache`.
+    fn find_named(
+        &mut self,
+        table: Table,
+        by_thread: bool,
+        id: &str,
+    ) -> Result<Option<Found>, StoreError> {
+        let key = if by_thread {
+            Key::ThreadId(id)
+        } else {
+            Key::LenderId(id)
+        };
+        let slot = match table {
+            Table::Loans => 0,
+            Table::Brokers => 2,
+            Table::Accounts | Table::Partners => return self.tx.find(table, key, None),
+        } + usize::from(!by_thread);
+        let map = &mut self.found.maps[slot];
+        if let Some(hit) = map.get(id) {
+            return Ok(hit.clone());
+        }
+        let found = self.tx.find(table, key, None)?;
+        if map.len() >= FOUND_CACHE_ENTRIES {
+            map.clear();
+        }
+        map.insert(id.to_string(), found.clone());
+        Ok(found)
     }
 
     /// The loan a relation record names.

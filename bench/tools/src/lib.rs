@@ -133,3 +133,50 @@ impl Plan {
         (self.borrowers(), self.employees())
     }
 }
+
+/// One record of the employee-create case (issue 10): every account field filled, a random
+/// ExternalId and email (not in index order), no DivisionThreadIds (the lender has one division,
+/// which every record defaults to). About 300 bytes of JSON each.
+#[derive(Debug, Clone)]
+pub struct FullEmployee {
+    pub external_id: String,
+    pub first_name: String,
+    pub last_name: String,
+    pub middle_init: String,
+    pub name_suffix: String,
+    pub email: String,
+    pub address1: String,
+    pub address2: String,
+    pub city: String,
+    pub state_code: String,
+    pub zip_code: String,
+    pub phone_primary: String,
+    pub phone_secondary: String,
+}
+
+const SUFFIXES: [&str; 4] = ["Jr.", "Sr.", "II", "III"];
+
+pub fn full_employee(i: u64) -> FullEmployee {
+    let m = mix(i ^ 0xE3_0000_0000);
+    let r = mix(m);
+    let (city, state) = CITIES[(m >> 8) as usize % CITIES.len()];
+    let first = FIRST[(m % 16) as usize];
+    let last = LAST[((m >> 4) % 16) as usize];
+    FullEmployee {
+        // mix is a bijection: distinct for every i.
+        external_id: format!("{:016x}", mix(i ^ 0xE1)),
+        first_name: first.to_string(),
+        last_name: last.to_string(),
+        middle_init: ((b'A' + (m >> 16) as u8 % 26) as char).to_string(),
+        name_suffix: SUFFIXES[((m >> 18) % 4) as usize].to_string(),
+        // Unique too: the index in hex after a random prefix.
+        email: format!("{first}.{last}{:04x}{i:x}@example.com", r >> 48),
+        address1: format!("{} Elm St", 100 + (m >> 12) % 9000),
+        address2: format!("Suite {}", 1 + (m >> 28) % 900),
+        city: city.to_string(),
+        state_code: state.to_string(),
+        zip_code: format!("{:05}", 10000 + (m >> 20) % 89999),
+        phone_primary: format!("555{:07}", (m >> 32) % 10_000_000),
+        phone_secondary: format!("556{:07}", (m >> 40) % 10_000_000),
+    }
+}

@@ -4,6 +4,7 @@
 //! gen bench <dir> <n> [bad_pct]     the benchmark's phases (see bench/run.sh), n records each
 //! gen mixed <dir> <n> [bad_pct]     all eight types, linked, ~bad_pct % bad records (default 5)
 //! gen size  <file> <bytes> [bad_pct] one borrowers file of about <bytes> bytes (creates)
+//! gen employees <file> <n>           the employee-create case: n full employee creates (issue 10)
 //! ```
 //! Bad records rotate through every kind DESIGN.md names (unknown and repeated fields, too long,
 //! wrong type, NUL, bad or missing mode, missing or malformed ids, bad email, an email in use, an
@@ -442,6 +443,31 @@ fn size(path: &Path, bytes: u64, bad: u64) {
     o.done(path);
 }
 
+fn employees(path: &Path, n: u64) {
+    let mut o = Out::create(path);
+    for i in 0..n {
+        let e = full_employee(i);
+        let r = vec![
+            kv("Mode", s("create")),
+            kv("ExternalId", s(&e.external_id)),
+            kv("FirstName", s(&e.first_name)),
+            kv("LastName", s(&e.last_name)),
+            kv("MiddleInit", s(&e.middle_init)),
+            kv("NameSuffix", s(&e.name_suffix)),
+            kv("Email", s(&e.email)),
+            kv("Address1", s(&e.address1)),
+            kv("Address2", s(&e.address2)),
+            kv("City", s(&e.city)),
+            kv("StateCode", s(&e.state_code)),
+            kv("ZipCode", s(&e.zip_code)),
+            kv("PhonePrimary", s(&e.phone_primary)),
+            kv("PhoneSecondary", s(&e.phone_secondary)),
+        ];
+        o.rec(K::Employees, i, r, 0);
+    }
+    o.done(path);
+}
+
 fn parse_bytes(t: &str) -> u64 {
     let (num, mul) = match t.chars().last() {
         Some('K' | 'k') => (&t[..t.len() - 1], 1 << 10),
@@ -454,7 +480,7 @@ fn parse_bytes(t: &str) -> u64 {
 
 fn main() {
     let a: Vec<String> = std::env::args().collect();
-    let usage = "usage: gen bench|mixed <dir> <n> [bad_pct] | gen size <file> <bytes> [bad_pct]";
+    let usage = "usage: gen bench|mixed <dir> <n> [bad_pct] | gen size <file> <bytes> [bad_pct] | gen employees <file> <n>";
     if a.len() < 4 {
         eprintln!("{usage}");
         std::process::exit(2);
@@ -469,6 +495,7 @@ fn main() {
         ),
         "mixed" => mixed(p, a[3].parse().expect("n"), bad),
         "size" => size(p, parse_bytes(&a[3]), bad),
+        "employees" => employees(p, a[3].parse().expect("n")),
         _ => {
             eprintln!("{usage}");
             std::process::exit(2);

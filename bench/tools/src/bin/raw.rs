@@ -5,8 +5,10 @@
 //! synchronous, cache).
 //!
 //! ```text
-//! raw <db> <n> <synchronous FULL|NORMAL> <cache_mib>
+//! raw <db> <n> <synchronous FULL|NORMAL> <cache_mib> [employees]
 //! ```
+//! With `employees`, only the employee-create case (issue 10): `n` records of `gen employees`,
+//! every account column, each linked to the lender's one division.
 //! Prints one line per phase: `raw <phase> <records> <seconds>`.
 
 use bulkload_bench_tools::*;
@@ -58,6 +60,49 @@ fn main() {
         [],
     )
     .unwrap();
+    if a.get(5).map(String::as_str) == Some("employees") {
+        phase(&mut conn, "employees", |tx| {
+            let mut ins = tx
+                .prepare(
+                    "INSERT INTO accounts (lender, kind, thread_id, external_id, email, email_key, first_name,
+                     last_name, middle_init, name_suffix, address1, address2, city, state_code, zip_code,
+                     phone_primary, phone_secondary, created_load, updated_load)
+                     VALUES (?1, 'employee', ?2, ?3, ?4, lower(?4), ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13,
+                     ?14, ?15, 1, 1)",
+                )
+                .unwrap();
+            let mut div = tx
+                .prepare(
+                    "INSERT INTO account_divisions (account_id, division_thread_id) VALUES (?1, ?2)",
+                )
+                .unwrap();
+            for i in 0..n {
+                let e = full_employee(i);
+                ins.execute(params![
+                    LENDER,
+                    thread_id(0xEE, i),
+                    e.external_id,
+                    e.email,
+                    e.first_name,
+                    e.last_name,
+                    e.middle_init,
+                    e.name_suffix,
+                    e.address1,
+                    e.address2,
+                    e.city,
+                    e.state_code,
+                    e.zip_code,
+                    e.phone_primary,
+                    e.phone_secondary
+                ])
+                .unwrap();
+                div.execute(params![tx.last_insert_rowid(), DIVISION])
+                    .unwrap();
+            }
+            n
+        });
+        return;
+    }
     let plan = Plan { n };
 
     phase(&mut conn, "creates", |tx| {
