@@ -476,7 +476,7 @@ async fn blocking<T: Send + 'static>(
 }
 
 pub fn open_store(cfg: &Config, env: &str) -> Result<Box<dyn Store>, store::StoreError> {
-    store::open(&layout::store_path(&cfg.data_dir, env), cfg.store)
+    store::open_env(cfg, env)
 }
 
 pub fn check_env(cfg: &Config, env: &str) -> Result<(), ApiError> {

@@ -129,13 +129,12 @@ async fn with_store<T: Send + 'static>(
     w: &Who,
     f: impl FnOnce(&dyn Store) -> Result<T, StoreError> + Send + 'static,
 ) -> Result<Option<T>, Response> {
-    let path = layout::store_path(&w.cfg.data_dir, &w.env);
-    let cfg = w.cfg.store;
+    let cfg = w.cfg.clone();
+    let env = w.env.clone();
     tokio::task::spawn_blocking(move || {
-        if !path.exists() {
+        let Some(store) = crate::store::open_existing_env(&cfg, &env)? else {
             return Ok(None);
-        }
-        let store = crate::store::open(&path, cfg)?;
+        };
         f(&*store).map(Some)
     })
     .await
@@ -255,7 +254,7 @@ fn load_files(w: &Who, l: &LoadRow, newest_of_name: bool) -> Vec<(&'static str, 
 async fn find_load(w: &Who, id: i64) -> Result<(LoadRow, bool), Response> {
     let lender = w.lender.clone();
     let found = with_store(w, move |s| {
-        let Some(l) = s.lender_load(&lender, id)? else {
+        let Some(l) = s.load_by_number(&lender, id)? else {
             return Ok(None);
         };
         let (_, same) = s.console_loads(&lender, &l.pickup_name, 0, 50)?;

@@ -79,11 +79,9 @@ struct EnvData {
 }
 
 fn read_env(cfg: &Config, env: &str, since: &str) -> Result<Option<EnvData>, String> {
-    let path = layout::store_path(&cfg.data_dir, env);
-    if !path.exists() {
+    let Some(store) = crate::store::open_existing_env(cfg, env).map_err(|e| e.to_string())? else {
         return Ok(None);
-    }
-    let store = crate::store::open(&path, cfg.store).map_err(|e| e.to_string())?;
+    };
     let activity = store.hourly_activity(since).map_err(|e| e.to_string())?;
     let mut last = BTreeMap::new();
     for l in &cfg.lenders {

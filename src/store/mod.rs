@@ -400,8 +400,6 @@ pub trait Store: Send {
         offset: i64,
         limit: i64,
     ) -> Result<(i64, Vec<LoadRow>), StoreError>;
-    /// The load numbered `id` of `lender` (`LoadRow::id`); `None` for another lender's.
-    fn lender_load(&self, lender: &str, id: i64) -> Result<Option<LoadRow>, StoreError>;
     /// `limit` problems of a load from `offset`, in order, whose message contains `filter`
     /// (case-insensitive; empty: all) as (seq, index, message), with how many match in all.
     fn console_problems(
@@ -517,6 +515,15 @@ pub fn open_env(cfg: &Config, env: &str) -> Result<Box<dyn Store>, StoreError> {
             cfg.store.clone(),
         ),
     }
+}
+
+/// The store of one environment when it exists (`None`: a SQLite file no load has created
+/// yet); for readers that must not create one. PostgreSQL's schema always exists once opened.
+pub fn open_existing_env(cfg: &Config, env: &str) -> Result<Option<Box<dyn Store>>, StoreError> {
+    if cfg.store.postgres.is_none() && !crate::layout::store_path(&cfg.data_dir, env).exists() {
+        return Ok(None);
+    }
+    open_env(cfg, env).map(Some)
 }
 
 /// Whether the environment's store exists with every migration applied (the notification

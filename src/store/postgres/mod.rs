@@ -20,8 +20,9 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 
 use super::{
-    AccountKind, Attempt, Delivery, Found, Key, Link, LoadKey, LoadRow, LoadTx, RowId, Source,
-    Store, StoreError, Table, Value, Written,
+    AccountKind, ApiSubmission, ApiSubmissionKey, Attempt, Delivery, FailedDelivery, Found,
+    HourActivity, Key, Link, LoadKey, LoadPage, LoadQuery, LoadRow, LoadTx, ProblemRow,
+    RecordPage, RecordQuery, RowId, Source, Store, StoreError, Table, Value, Written,
 };
 use crate::config::PgConfig;
 use crate::problem::Problem;
@@ -34,10 +35,20 @@ const MIGRATIONS: &[&str] = &[
     include_str!("schema_v2.sql"),
     include_str!("schema_v3.sql"),
     include_str!("schema_v4.sql"),
+    include_str!("schema_v5.sql"),
 ];
 
 /// The advisory lock key every migration takes (several daemons may start at once).
 const MIGRATION_LOCK: i64 = 0x6275_6c6b_6d69_67;
+
+/// The advisory lock (two-key form: a space of its own) that orders the numbering of one
+/// lender's loads: a load's `begin` holds it until the load ends, an API submission while it
+/// reserves its number, so neither takes a number the other holds uncommitted.
+const NUMBER_LOCK: i32 = 0x626c_6e6f;
+
+/// The columns of an API submission, in `api_submission_at`'s order.
+const SUBMISSION_COLUMNS: &str =
+    "claim, lender, number, kind, idempotency_key, body_sha256, submitted_at";
 
 /// The schema holding an environment's tables.
 pub fn schema_name(env: &str) -> String {
@@ -118,6 +129,34 @@ fn load_rows(rows: Vec<Row>) -> Result<Vec<LoadRow>, StoreError> {
 }
 
 type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
+
+fn submission(r: &Row) -> Result<ApiSubmission, postgres::Error> {
+    Ok(ApiSubmission {
+        claim: r.try_get(0)?,
+        lender: r.try_get(1)?,
+        number: r.try_get(2)?,
+        kind: r.try_get(3)?,
+        idempotency_key: r.try_get(4)?,
+        body_sha256: r.try_get(5)?,
+        submitted_at: r.try_get(6)?,
+    })
+}
+
+/// A cell of an entity row as the neutral `Value` (the tables hold BIGINT and TEXT).
+fn cell(r: &Row, i: usize) -> Result<Value, postgres::Error> {
+    Ok(match *r.columns()[i].type_() {
+        Type::INT8 => r.try_get::<_, Option<i64>>(i)?.map_or(Value::Null, Value::Int),
+        Type::INT4 => r
+            .try_get::<_, Option<i32>>(i)?
+            .map_or(Value::Null, |v| Value::Int(v.into())),
+        Type::FLOAT8 => r
+            .try_get::<_, Option<f64>>(i)?
+            .map_or(Value::Null, |v| Value::Text(v.to_string())),
+        _ => r
+            .try_get::<_, Option<String>>(i)?
+            .map_or(Value::Null, Value::Text),
+    })
+}
 
 impl PgStore {
     /// Connects and migrates the schema of environment `env`.
@@ -213,7 +252,43 @@ impl PgStore {
     fn one_load(&self, sql: &str, params: Params<'_>) -> Result<Option<LoadRow>, StoreError> {
         Ok(load_rows(self.query(sql, params)?)?.into_iter().next())
     }
+
+    /// Takes the lender's numbering lock (`NUMBER_LOCK`) until the transaction ends.
+    fn lock_numbers(&self, lender: &str) -> Result<(), StoreError> {
+        self.query(
+            "SELECT pg_advisory_xact_lock($1, hashtext($2))",
+            &[&NUMBER_LOCK, &lender],
+        )?;
+        Ok(())
+    }
+
+    /// The API submission of `lender` whose `col` equals `value`.
+    fn api_submission_where(
+        &self,
+        col: &str,
+        lender: &str,
+        value: &(dyn ToSql + Sync),
+    ) -> Result<Option<ApiSubmission>, StoreError> {
+        self.query_opt(
+            &format!("SELECT {SUBMISSION_COLUMNS} FROM api_submissions WHERE lender = $1 AND {col} = $2"),
+            &[&lender, value],
+        )?
+        .map(|r| submission(&r).map_err(backend))
+        .transpose()
+    }
 }
+
+/// The filter of `console_loads`: the lender's loads whose pickup name or error holds `$2`.
+const CONSOLE_LOADS_FILTER: &str = "lender = $1 AND ($2 = ''
+     OR strpos(lower(pickup_name), lower($2)) > 0
+     OR strpos(lower(coalesce(error_message, '')), lower($2)) > 0)";
+
+/// The filter of `list_loads`: the lender's loads of one record type (`$2`: its prefix,
+/// followed by '.', '-' or '_' so that prefixes are whole) started at or after `$3`.
+const LIST_LOADS_FILTER: &str = "lender = $1
+     AND ($2::text IS NULL OR pickup_name LIKE $2 || '.%' OR pickup_name LIKE $2 || '-%'
+          OR pickup_name LIKE $2 || '\\_%')
+     AND ($3::text IS NULL OR started_at >= $3)";
 
 impl Store for PgStore {
     fn begin<'s>(
@@ -237,11 +312,16 @@ impl Store for PgStore {
         if let Some(held) = &tx.store.lease {
             leases::fence(tx.store, held, lender)?;
         }
-        // Numbered per lender: one writer per lender (its lease, or the pass lock), and the
-        // unique index (lender, number) refuses a second.
+        // Numbered per lender: the lender's numbering lock, held until the load ends, orders
+        // it after every committed load and API reservation of the lender, so max + 1 is free;
+        // an API load takes the number reserved at its submission (schema v5), and no load
+        // takes a reserved one. The unique index (lender, number) refuses a second.
+        tx.store.lock_numbers(lender)?;
         let row = tx.store.query_opt(
             "INSERT INTO bulk_loads (number, lender, pickup_name, claim, source, started_at, ended_at, stamp, state)
-             VALUES ((SELECT coalesce(max(number), 0) + 1 FROM bulk_loads WHERE lender = $1),
+             VALUES (coalesce((SELECT number FROM api_submissions WHERE claim = $3 AND lender = $1),
+                              greatest((SELECT coalesce(max(number), 0) FROM bulk_loads WHERE lender = $1),
+                                       (SELECT coalesce(max(number), 0) FROM api_submissions WHERE lender = $1)) + 1),
                      $1, $2, $3, $4, $5, $5, '', 'applied')
              RETURNING id",
             &[&lender, &key.supplied_name, &key.key, &source.as_str(), &started_at],
@@ -387,6 +467,235 @@ impl Store for PgStore {
                (SELECT id FROM bulk_loads WHERE state = 'finished' AND ended_at < $1)",
             &[&ended_before],
         )
+    }
+
+    fn submit_api_load(&self, s: &ApiSubmission) -> Result<ApiSubmission, StoreError> {
+        // Under the lender's numbering lock: the number is the lender's next free one (loads
+        // and reservations), and a taken claim or idempotency key inserts nothing (the existing
+        // submission is returned).
+        self.batch("BEGIN")?;
+        let inserted = self.lock_numbers(&s.lender).and_then(|()| {
+            self.exec(
+                "INSERT INTO api_submissions (claim, lender, number, kind, idempotency_key, body_sha256, submitted_at)
+                 VALUES ($1, $2,
+                         greatest((SELECT coalesce(max(number), 0) FROM bulk_loads WHERE lender = $2),
+                                  (SELECT coalesce(max(number), 0) FROM api_submissions WHERE lender = $2)) + 1,
+                         $3, $4, $5, $6)
+                 ON CONFLICT DO NOTHING",
+                &[&s.claim, &s.lender, &s.kind, &s.idempotency_key, &s.body_sha256, &s.submitted_at],
+            )
+        });
+        match inserted {
+            Ok(_) => self.batch("COMMIT")?,
+            Err(e) => {
+                if let Err(r) = self.batch("ROLLBACK") {
+                    tracing::warn!(error = %r, "store: rollback failed (the connection ends the transaction)");
+                }
+                return Err(e);
+            }
+        }
+        let found = match &s.idempotency_key {
+            Some(k) => self.api_submission_where("idempotency_key", &s.lender, k)?,
+            None => self.api_submission_where("claim", &s.lender, &s.claim)?,
+        };
+        found.ok_or_else(|| StoreError::Backend(format!("api submission {} vanished", s.claim)))
+    }
+
+    fn api_submission(
+        &self,
+        lender: &str,
+        by: ApiSubmissionKey<'_>,
+    ) -> Result<Option<ApiSubmission>, StoreError> {
+        match by {
+            ApiSubmissionKey::Claim(c) => self.api_submission_where("claim", lender, &c),
+            ApiSubmissionKey::Number(n) => self.api_submission_where("number", lender, &n),
+            ApiSubmissionKey::IdempotencyKey(k) => {
+                self.api_submission_where("idempotency_key", lender, &k)
+            }
+        }
+    }
+
+    fn load_by_number(&self, lender: &str, number: i64) -> Result<Option<LoadRow>, StoreError> {
+        self.one_load(
+            &format!("SELECT {LOAD_COLUMNS} FROM bulk_loads WHERE lender = $1 AND number = $2"),
+            &[&lender, &number],
+        )
+    }
+
+    fn list_loads(&self, lender: &str, q: &LoadQuery<'_>) -> Result<LoadPage, StoreError> {
+        let total: i64 = self
+            .query_opt(
+                &format!("SELECT count(*) FROM bulk_loads WHERE {LIST_LOADS_FILTER}"),
+                &[&lender, &q.kind_prefix, &q.since],
+            )?
+            .map_or(0, |r| r.get(0));
+        let loads = load_rows(self.query(
+            &format!(
+                "SELECT {LOAD_COLUMNS} FROM bulk_loads WHERE {LIST_LOADS_FILTER}
+                 ORDER BY number DESC LIMIT $4 OFFSET $5"
+            ),
+            &[&lender, &q.kind_prefix, &q.since, &q.limit, &q.offset],
+        )?)?;
+        Ok(LoadPage { loads, total })
+    }
+
+    fn records_page(&self, lender: &str, q: &RecordQuery<'_>) -> Result<RecordPage, StoreError> {
+        // Column names come from the records' static field tables, never from a request.
+        // Compared as text: what a lender filters by is text, whatever the column's type.
+        let table = table_name(q.table);
+        let kind = q.account_kind.map(AccountKind::as_str);
+        let mut args: Vec<&(dyn ToSql + Sync)> = vec![&lender];
+        let mut cond = String::from("t.lender = $1");
+        if let Some(k) = &kind {
+            args.push(k);
+            cond.push_str(&format!(" AND t.kind = ${}", args.len()));
+        }
+        for (col, v, nocase) in q.equals {
+            args.push(v);
+            if *nocase {
+                cond.push_str(&format!(" AND lower(t.{col}::text) = lower(${})", args.len()));
+            } else {
+                cond.push_str(&format!(" AND t.{col}::text = ${}", args.len()));
+            }
+        }
+        if let Some(since) = &q.updated_since {
+            args.push(since);
+            cond.push_str(&format!(
+                " AND (SELECT ended_at FROM bulk_loads b WHERE b.id = t.updated_load) >= ${}",
+                args.len()
+            ));
+        }
+        let total: i64 = self
+            .query_opt(&format!("SELECT count(*) FROM {table} t WHERE {cond}"), &args)?
+            .map_or(0, |r| r.get(0));
+        let cols: String = q.columns.iter().map(|c| format!(", t.{c}")).collect();
+        args.push(&q.limit);
+        args.push(&q.offset);
+        let n = args.len();
+        let rows = self.query(
+            &format!(
+                "SELECT t.thread_id{cols} FROM {table} t WHERE {cond} ORDER BY t.thread_id LIMIT ${} OFFSET ${n}",
+                n - 1
+            ),
+            &args,
+        )?;
+        let rows = rows
+            .iter()
+            .map(|r| {
+                let vals = (1..=q.columns.len())
+                    .map(|i| cell(r, i))
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok((r.try_get::<_, String>(0)?, vals))
+            })
+            .collect::<Result<_, postgres::Error>>()
+            .map_err(backend)?;
+        Ok(RecordPage { rows, total })
+    }
+
+    fn problem_count(&self, row: RowId) -> Result<i64, StoreError> {
+        Ok(self
+            .query_opt(
+                "SELECT count(*) FROM load_problems WHERE load_id = $1",
+                &[&row],
+            )?
+            .map_or(0, |r| r.get(0)))
+    }
+
+    fn console_loads(
+        &self,
+        lender: &str,
+        filter: &str,
+        offset: i64,
+        limit: i64,
+    ) -> Result<(i64, Vec<LoadRow>), StoreError> {
+        let total: i64 = self
+            .query_opt(
+                &format!("SELECT count(*) FROM bulk_loads WHERE {CONSOLE_LOADS_FILTER}"),
+                &[&lender, &filter],
+            )?
+            .map_or(0, |r| r.get(0));
+        let loads = load_rows(self.query(
+            &format!(
+                "SELECT {LOAD_COLUMNS} FROM bulk_loads WHERE {CONSOLE_LOADS_FILTER}
+                 ORDER BY id DESC LIMIT $3 OFFSET $4"
+            ),
+            &[&lender, &filter, &limit, &offset],
+        )?)?;
+        Ok((total, loads))
+    }
+
+    fn console_problems(
+        &self,
+        row: RowId,
+        filter: &str,
+        offset: i64,
+        limit: i64,
+    ) -> Result<(i64, Vec<ProblemRow>), StoreError> {
+        let rows = self.query(
+            "SELECT seq, idx, message, count(*) OVER () FROM load_problems
+             WHERE load_id = $1 AND ($2 = '' OR strpos(lower(message), lower($2)) > 0)
+             ORDER BY seq LIMIT $3 OFFSET $4",
+            &[&row, &filter, &limit, &offset],
+        )?;
+        let total = rows.first().map_or(0, |r| r.get::<_, i64>(3));
+        Ok((
+            total,
+            rows.iter()
+                .map(|r| (r.get(0), r.get(1), r.get(2)))
+                .collect(),
+        ))
+    }
+
+    fn hourly_activity(&self, since: &str) -> Result<Vec<HourActivity>, StoreError> {
+        let rows = self.query(
+            "SELECT lender, substr(started_at, 1, 13) AS hour,
+                    count(*) FILTER (WHERE dry_run = 0),
+                    count(*) FILTER (WHERE dry_run = 0 AND (error_message IS NOT NULL
+                        OR num_create_failure + num_update_failure + num_add_failure
+                           + num_delete_failure + num_mode_failure > 0)),
+                    coalesce(sum(num_create_success + num_update_success + num_add_success
+                        + num_delete_success + num_create_failure + num_update_failure
+                        + num_add_failure + num_delete_failure + num_mode_failure)
+                        FILTER (WHERE dry_run = 0), 0)::bigint
+             FROM bulk_loads WHERE started_at >= $1
+             GROUP BY lender, hour ORDER BY lender, hour",
+            &[&since],
+        )?;
+        rows.iter()
+            .map(|r| {
+                Ok(HourActivity {
+                    lender: r.try_get(0)?,
+                    hour: r.try_get(1)?,
+                    loads: r.try_get(2)?,
+                    failed: r.try_get(3)?,
+                    records: r.try_get(4)?,
+                })
+            })
+            .collect::<Result<_, postgres::Error>>()
+            .map_err(backend)
+    }
+
+    fn failed_deliveries(&self, limit: i64) -> Result<Vec<FailedDelivery>, StoreError> {
+        let rows = self.query(
+            "SELECT o.lender, l.number, o.channel, o.target, o.attempts, o.last_error, o.created_at
+             FROM outbox o JOIN bulk_loads l ON l.id = o.load_id
+             WHERE o.state = 'failed' ORDER BY o.id DESC LIMIT $1",
+            &[&limit],
+        )?;
+        rows.iter()
+            .map(|r| {
+                Ok(FailedDelivery {
+                    lender: r.try_get(0)?,
+                    load: r.try_get(1)?,
+                    channel: r.try_get(2)?,
+                    target: r.try_get(3)?,
+                    attempts: r.try_get(4)?,
+                    last_error: r.try_get(5)?,
+                    created_at: r.try_get(6)?,
+                })
+            })
+            .collect::<Result<_, postgres::Error>>()
+            .map_err(backend)
     }
 
     fn take_lease(&mut self, lender: &str) -> Result<bool, StoreError> {
