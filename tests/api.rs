@@ -29,6 +29,11 @@ impl Daemon {
     /// A daemon with lenders `acme` (SFTP key, client `acme-client`) and `beta` (client
     /// `beta-client`), and `api_extra` added to `[api]`.
     fn start(api_extra: &str) -> Daemon {
+        Daemon::start_on(api_extra, Backend::Sqlite)
+    }
+
+    /// `start` with the store on `backend` (PostgreSQL: a fresh database on the test server).
+    fn start_on(api_extra: &str, backend: Backend) -> Daemon {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         let out = Command::new("ssh-keygen")
@@ -76,6 +81,13 @@ system_name = "main"
 editable_name = "Main"
 "#
         );
+        let config = match backend {
+            Backend::Sqlite => config,
+            Backend::Postgres => format!(
+                "{config}\n[store]\nurl = \"{}\"\nlease_seconds = 2\nparallel_lenders = 1\n",
+                pg_database()
+            ),
+        };
         fs::write(d.join("bulkload.toml"), config).unwrap();
         let mut daemon = Daemon {
             dir,
@@ -458,7 +470,21 @@ fn comparable(mut v: Value) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn submit_follow_inquire_and_isolation() {
-    let d = Daemon::start("");
+    submit_follow_inquire(Backend::Sqlite).await;
+}
+
+/// The same flow on the PostgreSQL store (issue 14): numbers reserved at submission agree with
+/// the loads' Ids, and the queries behind follow and inquiry answer the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn submit_follow_inquire_and_isolation_on_postgres() {
+    submit_follow_inquire(Backend::Postgres).await;
+}
+
+async fn submit_follow_inquire(backend: Backend) {
+    // Off the async threads: the PostgreSQL client blocks on a runtime of its own.
+    let mut d = tokio::task::spawn_blocking(move || Daemon::start_on("", backend))
+        .await
+        .unwrap();
     let c = client();
     let acme = bearer(&c, &d, "acme-client").await;
     let beta = bearer(&c, &d, "beta-client").await;
@@ -518,6 +544,7 @@ async fn submit_follow_inquire_and_isolation() {
     assert_eq!(a.body["State"], "finished");
     assert_eq!(a.body["NumCreateSuccess"], 3);
     let second = a.body["Id"].as_i64().unwrap();
+    assert_eq!(second, api_result["Id"].as_i64().unwrap() + 1);
 
     // Follow: the list (newest first, SFTP loads too), paging, the type filter, since.
     let a = get(&c, &d, &acme, "/v1/production/loads?limit=1").await;
@@ -616,6 +643,25 @@ async fn submit_follow_inquire_and_isolation() {
     assert_eq!(a.status, StatusCode::OK, "{}", a.body);
     let text = a.body.to_string();
     assert!(text.contains("cccccccccccccccccccccccccccccccc") && !text.contains("aaaaaaaa"));
+
+    // A restart recovers the spool folder on the store and follows the same loads; the next
+    // load is numbered after them.
+    d.kill();
+    d.launch(None);
+    let a = get(&c, &d, &acme, &location).await;
+    assert_eq!(a.status, StatusCode::OK, "after a restart: {}", a.body);
+    assert_eq!(comparable(a.body), comparable(api_result.clone()));
+    let a = submit(
+        &c,
+        &d,
+        &acme,
+        "/v1/production/loads/employees?wait=30",
+        employees(1, "R"),
+        None,
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    assert_eq!(a.body["Id"], second + 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

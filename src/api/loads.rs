@@ -583,17 +583,25 @@ async fn document_of_submission(
 // The worker.
 
 /// Starts the worker and queues every spooled load of every lender (a crash's leftovers).
-pub fn start_worker(st: &ApiState) -> Result<(), String> {
+pub async fn start_worker(st: &ApiState) -> Result<(), String> {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Job>();
     st.loads.state().sender = Some(tx);
     let _ = st.loads.finished();
     let cfg = st.live.get();
-    for env in &cfg.environments {
-        for lender in &cfg.lenders {
-            for job in recover(&cfg, env, &lender.id)? {
-                st.loads.push(job);
+    // Off the async threads: the store may block (PostgreSQL's client runs its own runtime).
+    let jobs = tokio::task::spawn_blocking(move || -> Result<Vec<Job>, String> {
+        let mut jobs = Vec::new();
+        for env in &cfg.environments {
+            for lender in &cfg.lenders {
+                jobs.extend(recover(&cfg, env, &lender.id)?);
             }
         }
+        Ok(jobs)
+    })
+    .await
+    .map_err(|e| format!("recovery task failed: {e}"))??;
+    for job in jobs {
+        st.loads.push(job);
     }
     let st = st.clone();
     tokio::spawn(async move {

@@ -153,7 +153,9 @@ pub async fn serve(
     let shown = listener
         .local_addr()
         .map_or(api.listen.clone(), |a| a.to_string());
-    loads::start_worker(&state).map_err(ApiStartError::Spool)?;
+    loads::start_worker(&state)
+        .await
+        .map_err(ApiStartError::Spool)?;
     let app = router(state.clone())
         .merge(extra)
         .into_make_service_with_connect_info::<SocketAddr>();

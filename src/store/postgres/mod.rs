@@ -21,8 +21,8 @@ use std::collections::HashMap;
 
 use super::{
     AccountKind, ApiSubmission, ApiSubmissionKey, Attempt, Delivery, FailedDelivery, Found,
-    HourActivity, Key, Link, LoadKey, LoadPage, LoadQuery, LoadRow, LoadTx, ProblemRow,
-    RecordPage, RecordQuery, RowId, Source, Store, StoreError, Table, Value, Written,
+    HourActivity, Key, Link, LoadKey, LoadPage, LoadQuery, LoadRow, LoadTx, ProblemRow, RecordPage,
+    RecordQuery, RowId, Source, Store, StoreError, Table, Value, Written,
 };
 use crate::config::PgConfig;
 use crate::problem::Problem;
@@ -145,7 +145,9 @@ fn submission(r: &Row) -> Result<ApiSubmission, postgres::Error> {
 /// A cell of an entity row as the neutral `Value` (the tables hold BIGINT and TEXT).
 fn cell(r: &Row, i: usize) -> Result<Value, postgres::Error> {
     Ok(match *r.columns()[i].type_() {
-        Type::INT8 => r.try_get::<_, Option<i64>>(i)?.map_or(Value::Null, Value::Int),
+        Type::INT8 => r
+            .try_get::<_, Option<i64>>(i)?
+            .map_or(Value::Null, Value::Int),
         Type::INT4 => r
             .try_get::<_, Option<i32>>(i)?
             .map_or(Value::Null, |v| Value::Int(v.into())),
@@ -270,7 +272,9 @@ impl PgStore {
         value: &(dyn ToSql + Sync),
     ) -> Result<Option<ApiSubmission>, StoreError> {
         self.query_opt(
-            &format!("SELECT {SUBMISSION_COLUMNS} FROM api_submissions WHERE lender = $1 AND {col} = $2"),
+            &format!(
+                "SELECT {SUBMISSION_COLUMNS} FROM api_submissions WHERE lender = $1 AND {col} = $2"
+            ),
             &[&lender, value],
         )?
         .map(|r| submission(&r).map_err(backend))
@@ -553,7 +557,10 @@ impl Store for PgStore {
         for (col, v, nocase) in q.equals {
             args.push(v);
             if *nocase {
-                cond.push_str(&format!(" AND lower(t.{col}::text) = lower(${})", args.len()));
+                cond.push_str(&format!(
+                    " AND lower(t.{col}::text) = lower(${})",
+                    args.len()
+                ));
             } else {
                 cond.push_str(&format!(" AND t.{col}::text = ${}", args.len()));
             }
@@ -566,7 +573,10 @@ impl Store for PgStore {
             ));
         }
         let total: i64 = self
-            .query_opt(&format!("SELECT count(*) FROM {table} t WHERE {cond}"), &args)?
+            .query_opt(
+                &format!("SELECT count(*) FROM {table} t WHERE {cond}"),
+                &args,
+            )?
             .map_or(0, |r| r.get(0));
         let cols: String = q.columns.iter().map(|c| format!(", t.{c}")).collect();
         args.push(&q.limit);

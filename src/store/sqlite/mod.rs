@@ -14,8 +14,7 @@ use std::path::Path;
 use super::{
     AccountKind, ApiSubmission, ApiSubmissionKey, Attempt, Delivery, FailedDelivery, Found,
     HourActivity, Key, Link, LoadKey, LoadPage, LoadQuery, LoadRow, LoadTx, RecordPage,
-    RecordQuery, RowId, Source, Store,
-    StoreError, Table, Value, Written,
+    RecordQuery, RowId, Source, Store, StoreError, Table, Value, Written,
 };
 use crate::config::{StoreConfig, Synchronous};
 use crate::problem::Problem;
