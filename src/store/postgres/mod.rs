@@ -39,7 +39,7 @@ const MIGRATIONS: &[&str] = &[
 ];
 
 /// The advisory lock key every migration takes (several daemons may start at once).
-const MIGRATION_LOCK: i64 = 0x6275_6c6b_6d69_67;
+const MIGRATION_LOCK: i64 = 0x0062_756c_6b6d_6967;
 
 /// The advisory lock (two-key form: a space of its own) that orders the numbering of one
 /// lender's loads: a load's `begin` holds it until the load ends, an API submission while it
