@@ -229,6 +229,7 @@ impl Store for PgStore {
             lender,
             id: 0,
             problems: 0,
+            pending: PendingProblems::default(),
             open: true,
         };
         // Fenced by the lender's lease when several daemons share the store: the lease row
@@ -508,11 +509,41 @@ fn marks(from: usize, n: usize) -> String {
         .join(", ")
 }
 
+/// Problems are written this many at a time (one statement): a file whose every record fails
+/// would otherwise cost a round trip per problem.
+const PROBLEM_BATCH: usize = 1000;
+
+/// Problems kept and not yet written, column by column.
+#[derive(Default)]
+struct PendingProblems {
+    seq: Vec<i64>,
+    idx: Vec<i64>,
+    message: Vec<String>,
+    field: Vec<Option<String>>,
+    code: Vec<String>,
+}
+
+impl PgTx<'_> {
+    fn flush_problems(&mut self) -> Result<(), StoreError> {
+        if self.pending.seq.is_empty() {
+            return Ok(());
+        }
+        let b = std::mem::take(&mut self.pending);
+        self.store.exec(
+            "INSERT INTO load_problems (load_id, seq, idx, message, field, code)
+             SELECT $1, * FROM unnest($2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::text[])",
+            &[&self.id, &b.seq, &b.idx, &b.message, &b.field, &b.code],
+        )?;
+        Ok(())
+    }
+}
+
 struct PgTx<'s> {
     store: &'s mut PgStore,
     lender: &'s str,
     id: i64,
     problems: i64,
+    pending: PendingProblems,
     /// Still open: dropping it rolls back.
     open: bool,
 }
@@ -760,6 +791,8 @@ impl LoadTx for PgTx<'_> {
     }
 
     fn savepoint(&mut self) -> Result<(), StoreError> {
+        // Problems kept so far belong before the savepoint: a rollback to it must keep them.
+        self.flush_problems()?;
         self.store.batch("SAVEPOINT record")
     }
 
@@ -774,17 +807,15 @@ impl LoadTx for PgTx<'_> {
 
     fn problem(&mut self, index: u64, p: &Problem) -> Result<(), StoreError> {
         self.problems += 1;
-        self.store.exec(
-            "INSERT INTO load_problems (load_id, seq, idx, message, field, code) VALUES ($1, $2, $3, $4, $5, $6)",
-            &[
-                &self.id,
-                &self.problems,
-                &(index as i64),
-                &p.message(),
-                &p.field,
-                &p.code.as_str(),
-            ],
-        )?;
+        let b = &mut self.pending;
+        b.seq.push(self.problems);
+        b.idx.push(index as i64);
+        b.message.push(p.message().into_owned());
+        b.field.push(p.field.clone());
+        b.code.push(p.code.as_str().to_string());
+        if b.seq.len() >= PROBLEM_BATCH {
+            self.flush_problems()?;
+        }
         Ok(())
     }
 
@@ -837,6 +868,7 @@ impl LoadTx for PgTx<'_> {
         error_message: Option<&str>,
         c: &Counts,
     ) -> Result<RowId, StoreError> {
+        self.flush_problems()?;
         self.store.exec(
             "UPDATE bulk_loads SET ended_at = $2, stamp = $3, error_message = $4,
                 num_create_success = $5, num_update_success = $6, num_add_success = $7,
