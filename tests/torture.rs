@@ -11,7 +11,6 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 
-#[allow(dead_code)]
 mod common;
 
 const BIN: &str = env!("CARGO_BIN_EXE_bulkload");

@@ -37,7 +37,7 @@ const MIGRATIONS: &[&str] = &[
 ];
 
 /// The advisory lock key every migration takes (several daemons may start at once).
-const MIGRATION_LOCK: i64 = 0x6275_6c6b_6d69_67;
+const MIGRATION_LOCK: i64 = 0x0062_756c_6b6d_6967;
 
 /// The schema holding an environment's tables.
 pub fn schema_name(env: &str) -> String {
