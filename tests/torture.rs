@@ -773,7 +773,7 @@ mod on_postgres {
         duplicate_keys,
         all_records_fail,
         file_replaced_while_processed,
-        full_disk,
+        // (full_disk: the SQLite file on a full data disk; a PostgreSQL store is elsewhere.)
         huge_unknown_field_name,
         closed_stdout,
     );

@@ -44,8 +44,12 @@ pub fn schema_name(env: &str) -> String {
     format!("bulkload_{env}")
 }
 
+/// The server's own message (the client's `Display` says only "db error").
 fn backend(e: postgres::Error) -> StoreError {
-    StoreError::Backend(e.to_string())
+    StoreError::Backend(match e.as_db_error() {
+        Some(db) => format!("PostgreSQL: {db}"),
+        None => e.to_string(),
+    })
 }
 
 /// Connects to the database as configured (no schema chosen yet).
@@ -126,7 +130,10 @@ impl PgStore {
         let schema = schema_name(env);
         let open_err = |e: postgres::Error| StoreError::Open {
             path: format!("{} schema {schema}", cfg.shown()),
-            reason: e.to_string(),
+            reason: match backend(e) {
+                StoreError::Backend(m) => m,
+                other => other.to_string(),
+            },
         };
         let mut tx = conn.transaction().map_err(open_err)?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
@@ -164,6 +171,8 @@ impl PgStore {
             tracing::info!(schema = %schema, from = version, to = known, "store migrated");
         }
         tx.batch_execute(leases::DDL).map_err(open_err)?;
+        tx.batch_execute(leases::EMAIL_CLAIMS_DDL)
+            .map_err(open_err)?;
         tx.commit().map_err(open_err)?;
         conn.batch_execute(&format!("SET search_path TO \"{schema}\""))
             .map_err(open_err)?;
@@ -617,11 +626,13 @@ impl LoadTx for PgTx<'_> {
         ignore_borrowers: bool,
     ) -> Result<bool, StoreError> {
         // Emails are unique across lenders, whose loads may run at once (several daemons,
-        // parallel lenders): the check waits for a load holding the same email to end, then sees
-        // what it committed. The lock lasts until this load ends.
-        self.store.query(
-            "SELECT pg_advisory_xact_lock(hashtextextended($1, 7))",
-            &[&email_key],
+        // parallel lenders): the load claims the email first. A claim another running load
+        // holds makes this insert wait for that load to end (its claims go with its commit),
+        // then the check below sees what it committed. Row locks, not the lock table: a load
+        // may check millions of emails.
+        self.store.exec(
+            "INSERT INTO email_claims (email_key, load_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            &[&email_key, &self.id],
         )?;
         Ok(self
             .store
@@ -869,6 +880,8 @@ impl LoadTx for PgTx<'_> {
         c: &Counts,
     ) -> Result<RowId, StoreError> {
         self.flush_problems()?;
+        self.store
+            .exec("DELETE FROM email_claims WHERE load_id = $1", &[&self.id])?;
         self.store.exec(
             "UPDATE bulk_loads SET ended_at = $2, stamp = $3, error_message = $4,
                 num_create_success = $5, num_update_success = $6, num_add_success = $7,
