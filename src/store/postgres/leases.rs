@@ -26,6 +26,14 @@ pub const DDL: &str = "CREATE TABLE IF NOT EXISTS lender_leases (
     expires_at  TIMESTAMPTZ NOT NULL
 )";
 
+/// The emails running loads are checking (`LoadTx::email_in_use`): rows only while a load runs
+/// (its own insert and delete commit together). Coordination too, not a versioned migration.
+pub const EMAIL_CLAIMS_DDL: &str = "CREATE TABLE IF NOT EXISTS email_claims (
+    email_key  TEXT PRIMARY KEY,
+    load_id    BIGINT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS email_claims_load ON email_claims (load_id)";
+
 /// A lease this store holds.
 #[derive(Debug, Clone)]
 pub struct Held {

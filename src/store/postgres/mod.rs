@@ -46,7 +46,7 @@ const MIGRATION_LOCK: i64 = 0x0062_756c_6b6d_6967;
 /// reserves its number, so neither takes a number the other holds uncommitted.
 const NUMBER_LOCK: i32 = 0x626c_6e6f;
 
-/// The columns of an API submission, in `api_submission_at`'s order.
+/// The columns of an API submission, in `submission`'s order.
 const SUBMISSION_COLUMNS: &str =
     "claim, lender, number, kind, idempotency_key, body_sha256, submitted_at";
 
@@ -55,8 +55,12 @@ pub fn schema_name(env: &str) -> String {
     format!("bulkload_{env}")
 }
 
+/// The server's own message (the client's `Display` says only "db error").
 fn backend(e: postgres::Error) -> StoreError {
-    StoreError::Backend(e.to_string())
+    StoreError::Backend(match e.as_db_error() {
+        Some(db) => format!("PostgreSQL: {db}"),
+        None => e.to_string(),
+    })
 }
 
 /// Connects to the database as configured (no schema chosen yet).
@@ -167,7 +171,10 @@ impl PgStore {
         let schema = schema_name(env);
         let open_err = |e: postgres::Error| StoreError::Open {
             path: format!("{} schema {schema}", cfg.shown()),
-            reason: e.to_string(),
+            reason: match backend(e) {
+                StoreError::Backend(m) => m,
+                other => other.to_string(),
+            },
         };
         let mut tx = conn.transaction().map_err(open_err)?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
@@ -205,6 +212,8 @@ impl PgStore {
             tracing::info!(schema = %schema, from = version, to = known, "store migrated");
         }
         tx.batch_execute(leases::DDL).map_err(open_err)?;
+        tx.batch_execute(leases::EMAIL_CLAIMS_DDL)
+            .map_err(open_err)?;
         tx.commit().map_err(open_err)?;
         conn.batch_execute(&format!("SET search_path TO \"{schema}\""))
             .map_err(open_err)?;
@@ -308,6 +317,7 @@ impl Store for PgStore {
             lender,
             id: 0,
             problems: 0,
+            pending: PendingProblems::default(),
             open: true,
         };
         // Fenced by the lender's lease when several daemons share the store: the lease row
@@ -827,11 +837,41 @@ fn marks(from: usize, n: usize) -> String {
         .join(", ")
 }
 
+/// Problems are written this many at a time (one statement): a file whose every record fails
+/// would otherwise cost a round trip per problem.
+const PROBLEM_BATCH: usize = 1000;
+
+/// Problems kept and not yet written, column by column.
+#[derive(Default)]
+struct PendingProblems {
+    seq: Vec<i64>,
+    idx: Vec<i64>,
+    message: Vec<String>,
+    field: Vec<Option<String>>,
+    code: Vec<String>,
+}
+
+impl PgTx<'_> {
+    fn flush_problems(&mut self) -> Result<(), StoreError> {
+        if self.pending.seq.is_empty() {
+            return Ok(());
+        }
+        let b = std::mem::take(&mut self.pending);
+        self.store.exec(
+            "INSERT INTO load_problems (load_id, seq, idx, message, field, code)
+             SELECT $1, * FROM unnest($2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::text[])",
+            &[&self.id, &b.seq, &b.idx, &b.message, &b.field, &b.code],
+        )?;
+        Ok(())
+    }
+}
+
 struct PgTx<'s> {
     store: &'s mut PgStore,
     lender: &'s str,
     id: i64,
     problems: i64,
+    pending: PendingProblems,
     /// Still open: dropping it rolls back.
     open: bool,
 }
@@ -905,11 +945,13 @@ impl LoadTx for PgTx<'_> {
         ignore_borrowers: bool,
     ) -> Result<bool, StoreError> {
         // Emails are unique across lenders, whose loads may run at once (several daemons,
-        // parallel lenders): the check waits for a load holding the same email to end, then sees
-        // what it committed. The lock lasts until this load ends.
-        self.store.query(
-            "SELECT pg_advisory_xact_lock(hashtextextended($1, 7))",
-            &[&email_key],
+        // parallel lenders): the load claims the email first. A claim another running load
+        // holds makes this insert wait for that load to end (its claims go with its commit),
+        // then the check below sees what it committed. Row locks, not the lock table: a load
+        // may check millions of emails.
+        self.store.exec(
+            "INSERT INTO email_claims (email_key, load_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            &[&email_key, &self.id],
         )?;
         Ok(self
             .store
@@ -1079,6 +1121,8 @@ impl LoadTx for PgTx<'_> {
     }
 
     fn savepoint(&mut self) -> Result<(), StoreError> {
+        // Problems kept so far belong before the savepoint: a rollback to it must keep them.
+        self.flush_problems()?;
         self.store.batch("SAVEPOINT record")
     }
 
@@ -1093,17 +1137,15 @@ impl LoadTx for PgTx<'_> {
 
     fn problem(&mut self, index: u64, p: &Problem) -> Result<(), StoreError> {
         self.problems += 1;
-        self.store.exec(
-            "INSERT INTO load_problems (load_id, seq, idx, message, field, code) VALUES ($1, $2, $3, $4, $5, $6)",
-            &[
-                &self.id,
-                &self.problems,
-                &(index as i64),
-                &p.message(),
-                &p.field,
-                &p.code.as_str(),
-            ],
-        )?;
+        let b = &mut self.pending;
+        b.seq.push(self.problems);
+        b.idx.push(index as i64);
+        b.message.push(p.message().into_owned());
+        b.field.push(p.field.clone());
+        b.code.push(p.code.as_str().to_string());
+        if b.seq.len() >= PROBLEM_BATCH {
+            self.flush_problems()?;
+        }
         Ok(())
     }
 
@@ -1156,6 +1198,9 @@ impl LoadTx for PgTx<'_> {
         error_message: Option<&str>,
         c: &Counts,
     ) -> Result<RowId, StoreError> {
+        self.flush_problems()?;
+        self.store
+            .exec("DELETE FROM email_claims WHERE load_id = $1", &[&self.id])?;
         self.store.exec(
             "UPDATE bulk_loads SET ended_at = $2, stamp = $3, error_message = $4,
                 num_create_success = $5, num_update_success = $6, num_add_success = $7,
