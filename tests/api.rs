@@ -426,6 +426,8 @@ async fn token_flow_and_refusals() {
         "a token was logged"
     );
     assert!(log.contains("client_id=acme-client"), "{log}");
+    assert!(log.contains("request_id="), "{log}");
+    assert!(ok.headers.contains_key("x-request-id"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
