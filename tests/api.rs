@@ -29,13 +29,29 @@ impl Daemon {
     /// A daemon with lenders `acme` (SFTP key, client `acme-client`) and `beta` (client
     /// `beta-client`), and `api_extra` added to `[api]`.
     fn start(api_extra: &str) -> Daemon {
-        Daemon::start_on(api_extra, Backend::Sqlite)
+        Daemon::start_with(api_extra, "", &|_| {})
     }
 
     /// `start` with the store on `backend` (PostgreSQL: a fresh database on the test server).
     fn start_on(api_extra: &str, backend: Backend) -> Daemon {
+        Daemon::start_full(api_extra, "", &|_| {}, backend)
+    }
+
+    /// Like `start`, with `acme_extra` among acme's own keys, and `setup` run in the daemon's
+    /// folder before it starts.
+    fn start_with(api_extra: &str, acme_extra: &str, setup: &dyn Fn(&Path)) -> Daemon {
+        Daemon::start_full(api_extra, acme_extra, setup, Backend::Sqlite)
+    }
+
+    fn start_full(
+        api_extra: &str,
+        acme_extra: &str,
+        setup: &dyn Fn(&Path),
+        backend: Backend,
+    ) -> Daemon {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
+        setup(d);
         let out = Command::new("ssh-keygen")
             .args(["-q", "-t", "ed25519", "-N", "", "-f"])
             .arg(d.join("key"))
@@ -58,6 +74,7 @@ listen = "127.0.0.1:0"
 [[lenders]]
 id = "acme"
 authorized_keys = "./key.pub"
+{acme_extra}
 [[lenders.api_clients]]
 client_id = "acme-client"
 secret_hash = "{DEMO_HASH}"
@@ -432,6 +449,8 @@ async fn token_flow_and_refusals() {
         "a token was logged"
     );
     assert!(log.contains("client_id=acme-client"), "{log}");
+    assert!(log.contains("request_id="), "{log}");
+    assert!(ok.headers.contains_key("x-request-id"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -967,4 +986,120 @@ async fn schemathesis_finds_no_server_error_and_no_nonconformance() {
     );
     assert!(text.contains("passed"), "{text}");
     assert!(!d.log().contains("panicked"), "{}", d.log());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quotas_count_every_intake() {
+    let d = Daemon::start_with(
+        "",
+        "daily_record_limit = 10\nmonthly_record_limit = 1000",
+        &|_| {},
+    );
+    let c = client();
+    let tok = bearer(&c, &d, "acme-client").await;
+    let p = "/v1/sandbox/loads/employees?wait=30";
+    let a = submit(&c, &d, &tok, p, employees(6, "Q"), None).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    assert_eq!(a.body["NumCreateSuccess"], 6);
+    let a = get(&c, &d, &tok, "/v1/sandbox/quota").await;
+    assert_eq!(a.body["quotas"][0]["name"], "daily_record_limit");
+    assert_eq!(a.body["quotas"][0]["remaining"], 4);
+    assert_eq!(a.body["quotas"][1]["remaining"], 994);
+    // Over the limit on the API: 429, nothing queued.
+    let a = submit(&c, &d, &tok, p, employees(5, "R"), None).await;
+    assert_problem(
+        &a,
+        StatusCode::TOO_MANY_REQUESTS,
+        "daily_record_limit of 10",
+    );
+    assert!(a.body["detail"].as_str().unwrap().contains("resets at"));
+    assert!(a.headers.contains_key("retry-after"));
+    // Over SFTP: the file is refused whole with a file-level message.
+    let f = d.path("five.json");
+    fs::write(&f, employees(5, "S")).unwrap();
+    d.sftp_put(&f, "employees_five.json");
+    let results = d.path("data/lenders/acme/sandbox/import/results");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let result = loop {
+        if let Some(n) = names(&results)
+            .into_iter()
+            .find(|n| n.ends_with(".result.json"))
+        {
+            break serde_json::from_str::<Value>(&fs::read_to_string(results.join(n)).unwrap())
+                .unwrap();
+        }
+        assert!(Instant::now() < deadline, "no SFTP result: {}", d.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let why = result["ErrorMessage"].as_str().unwrap_or_default();
+    assert!(
+        why.contains("daily_record_limit") && why.contains("4 left"),
+        "{result}"
+    );
+    assert_eq!(result["NumCreateSuccess"], 0);
+    // What fits still goes through, from either intake; then nothing is left.
+    let a = submit(&c, &d, &tok, p, employees(4, "T"), None).await;
+    assert_eq!(a.body["NumCreateSuccess"], 4, "{}", a.body);
+    let a = get(&c, &d, &tok, "/v1/sandbox/quota").await;
+    assert_eq!(a.body["quotas"][0]["remaining"], 0);
+    let out = Command::new(bin())
+        .args(["status", "--config"])
+        .arg(d.path("bulkload.toml"))
+        .current_dir(d.dir.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("day 0/10, month 990/1000"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_with_tls_cert_and_key() {
+    let d = Daemon::start_with(
+        "tls_cert = \"./cert.pem\"\ntls_key = \"./key.pem\"",
+        "",
+        &|dir| {
+            let out = Command::new("openssl")
+                .args([
+                    "req",
+                    "-x509",
+                    "-newkey",
+                    "ec",
+                    "-pkeyopt",
+                    "ec_paramgen_curve:prime256v1",
+                    "-nodes",
+                    "-keyout",
+                    "key.pem",
+                    "-out",
+                    "cert.pem",
+                    "-days",
+                    "1",
+                    "-subj",
+                    "/CN=localhost",
+                    "-addext",
+                    "subjectAltName=IP:127.0.0.1",
+                ])
+                .current_dir(dir)
+                .output()
+                .expect("openssl runs (apt-get install openssl; .ci/run does it)");
+            assert!(out.status.success(), "{out:?}");
+        },
+    );
+    assert!(d.log().contains("(HTTPS)"), "{}", d.log());
+    let out = Command::new("curl")
+        .args(["-s", "--cacert"])
+        .arg(d.path("cert.pem"))
+        .args([
+            "-u",
+            "acme-client:demo",
+            "-d",
+            "grant_type=client_credentials",
+        ])
+        .arg(format!("https://127.0.0.1:{}/oauth/token", d.api))
+        .output()
+        .expect("curl runs");
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{out:?}"));
+    assert_eq!(v["token_type"], "Bearer");
+    // Plain HTTP on the TLS port gets no answer.
+    let plain = client().get(d.url("/openapi.json")).send().await;
+    assert!(plain.map(|r| r.status() != StatusCode::OK).unwrap_or(true));
 }

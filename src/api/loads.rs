@@ -250,6 +250,7 @@ pub async fn submit(
         &claim,
         api.max_body_bytes,
         origin,
+        earlier,
     )
     .await;
     if slot && !matches!(&result, Ok(s) if !s.repeat) {
@@ -270,6 +271,7 @@ async fn spool_and_commit(
     claim: &str,
     max_body: u64,
     origin: Origin<'_>,
+    earlier: Option<ApiSubmission>,
 ) -> Result<Submitted, ApiError> {
     let dir = spool_dir(&cfg.data_dir, env, &lender.id);
     tokio::fs::create_dir_all(&dir).await.map_err(|e| {
@@ -285,6 +287,22 @@ async fn spool_and_commit(
             return Err(e);
         }
     };
+    // A known repeat needs no store write (the store may be busy with a long load).
+    if let Some(e) = earlier {
+        let _ = tokio::fs::remove_file(&part).await;
+        return answer_repeat(
+            st,
+            cfg,
+            env,
+            lender,
+            e,
+            &hash,
+            kind,
+            idempotency_key,
+            origin,
+        )
+        .await;
+    }
     // One JSON array, syntactically: checked here so a malformed body is a 400 now, not a
     // refused load later.
     let check = {
@@ -293,9 +311,24 @@ async fn spool_and_commit(
             .await
             .unwrap_or_else(|e| Err(format!("check failed: {e}")))
     };
-    if let Err(detail) = check {
-        let _ = tokio::fs::remove_file(&part).await;
-        return Err(ApiError::bad_request(detail));
+    let records = match check {
+        Ok(n) => n,
+        Err(detail) => {
+            let _ = tokio::fs::remove_file(&part).await;
+            return Err(ApiError::bad_request(detail));
+        }
+    };
+    // Quotas: a load that would pass a limit is refused now (the engine checks again when it
+    // applies, for loads queued meanwhile). A repeat of an idempotency key is not a new load.
+    if idempotency_key.is_none() || !is_repeat(cfg, env, &lender.id, idempotency_key).await? {
+        let (cfg2, env2, lender2) = (cfg.clone(), env.to_string(), lender.clone());
+        let now = chrono::Utc::now();
+        let q = blocking(move || crate::quota::quotas(&*open_store(&cfg2, &env2)?, &lender2, now))
+            .await?;
+        if let Some(why) = q.refusal(records) {
+            let _ = tokio::fs::remove_file(&part).await;
+            return Err(ApiError::too_many(why, q.retry_after(records, now)));
+        }
     }
     {
         let (part, spooled, dir) = (part.clone(), spooled.clone(), dir.clone());
@@ -335,31 +368,18 @@ async fn spool_and_commit(
     if committed.claim != claim {
         // A repeat: this body is not needed.
         let _ = tokio::fs::remove_file(&spooled).await;
-        if committed.body_sha256 != hash || committed.kind != kind.prefix() {
-            return Err(ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "idempotency-key-reused",
-                format!(
-                    "Idempotency-Key {:?} was used for load {} with a different body or type; use a new key for a new load",
-                    idempotency_key.unwrap_or(""),
-                    committed.number
-                ),
-            ));
-        }
-        let (doc, finished) = document_of_submission(st, cfg, env, &lender.id, &committed).await?;
-        tracing::info!(env, lender = %lender.id, client_id = origin.client_id, load = committed.number, "api: repeated submission answered with the earlier load");
-        return Ok(Submitted {
-            status: if finished {
-                StatusCode::OK
-            } else {
-                StatusCode::ACCEPTED
-            },
-            env: env.to_string(),
-            id: committed.number,
-            document: doc,
-            repeat: true,
-            claim: committed.claim,
-        });
+        return answer_repeat(
+            st,
+            cfg,
+            env,
+            lender,
+            committed,
+            &hash,
+            kind,
+            idempotency_key,
+            origin,
+        )
+        .await;
     }
     crate::failpoint::hit("api_committed");
     tracing::info!(env, lender = %lender.id, client_id = origin.client_id, intake = origin.intake, load = committed.number, r#type = kind.prefix(), "api: load queued");
@@ -376,6 +396,68 @@ async fn spool_and_commit(
         repeat: false,
         claim: claim.to_string(),
     })
+}
+
+/// The answer to a repeat of an idempotency key: the earlier load, or 422 for another body.
+#[allow(clippy::too_many_arguments)]
+async fn answer_repeat(
+    st: &ApiState,
+    cfg: &Config,
+    env: &str,
+    lender: &Lender,
+    committed: ApiSubmission,
+    hash: &str,
+    kind: Kind,
+    idempotency_key: Option<&str>,
+    origin: Origin<'_>,
+) -> Result<Submitted, ApiError> {
+    if committed.body_sha256 != hash || committed.kind != kind.prefix() {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "idempotency-key-reused",
+            format!(
+                "Idempotency-Key {:?} was used for load {} with a different body or type; use a new key for a new load",
+                idempotency_key.unwrap_or(""),
+                committed.number
+            ),
+        ));
+    }
+    let (doc, finished) = document_of_submission(st, cfg, env, &lender.id, &committed).await?;
+    tracing::info!(env, lender = %lender.id, client_id = origin.client_id, load = committed.number, "api: repeated submission answered with the earlier load");
+    Ok(Submitted {
+        status: if finished {
+            StatusCode::OK
+        } else {
+            StatusCode::ACCEPTED
+        },
+        env: env.to_string(),
+        id: committed.number,
+        document: doc,
+        repeat: true,
+        claim: committed.claim,
+    })
+}
+
+/// Whether an idempotency key is taken already.
+async fn is_repeat(
+    cfg: &Config,
+    env: &str,
+    lender: &str,
+    key: Option<&str>,
+) -> Result<bool, ApiError> {
+    let Some(k) = key else { return Ok(false) };
+    let (cfg2, env2, lender2, k2) = (
+        cfg.clone(),
+        env.to_string(),
+        lender.to_string(),
+        k.to_string(),
+    );
+    blocking(move || {
+        Ok(open_store(&cfg2, &env2)?
+            .api_submission(&lender2, ApiSubmissionKey::IdempotencyKey(&k2))?
+            .is_some())
+    })
+    .await
 }
 
 /// Streams the body into `part` (fsynced), at most `max` bytes; returns its SHA-256 (hex).
@@ -425,8 +507,9 @@ async fn write_body(body: Body, part: &Path, max: u64) -> Result<String, ApiErro
         .collect())
 }
 
-/// The body is one JSON array (UTF-8, an optional BOM), checked in constant memory.
-fn check_json_array(path: &Path) -> Result<(), String> {
+/// The body is one JSON array (UTF-8, an optional BOM), checked in constant memory; returns
+/// how many elements it has.
+fn check_json_array(path: &Path) -> Result<u64, String> {
     let file = std::fs::File::open(path).map_err(|e| format!("cannot read the body back: {e}"))?;
     let mut r = BufReader::with_capacity(1 << 16, file);
     let mut first = [0u8; 3];
@@ -439,7 +522,7 @@ fn check_json_array(path: &Path) -> Result<(), String> {
     let mut chained = std::io::Cursor::new(head).chain(r);
     // The first non-blank byte must open an array.
     let mut de = serde_json::Deserializer::from_reader(&mut chained);
-    struct ArrayOnly;
+    struct ArrayOnly(u64);
     impl<'de> serde::Deserialize<'de> for ArrayOnly {
         fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
             struct V;
@@ -452,17 +535,21 @@ fn check_json_array(path: &Path) -> Result<(), String> {
                     self,
                     mut seq: A,
                 ) -> Result<ArrayOnly, A::Error> {
-                    while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
-                    Ok(ArrayOnly)
+                    let mut n = 0;
+                    while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {
+                        n += 1;
+                    }
+                    Ok(ArrayOnly(n))
                 }
             }
             d.deserialize_seq(V)
         }
     }
     use serde::Deserialize;
-    ArrayOnly::deserialize(&mut de)
-        .and_then(|_| de.end())
-        .map_err(|e| format!("the body is not a JSON array of records: {e}"))
+    let n = ArrayOnly::deserialize(&mut de)
+        .and_then(|a| de.end().map(|()| a.0))
+        .map_err(|e| format!("the body is not a JSON array of records: {e}"))?;
+    Ok(n)
 }
 
 /// Runs a store call off the async threads.
@@ -1059,6 +1146,21 @@ pub async fn get_one(
         }
         Err(None) => Err(ApiError::not_found(format!("no load {n} in {env}"))),
     }
+}
+
+/// `GET /v1/{env}/quota`: the lender's limits, what is used and left, when each resets.
+pub async fn quota(
+    Extension(auth): Extension<Authed>,
+    UrlPath(env): UrlPath<String>,
+) -> Result<Response, ApiError> {
+    check_env(&auth.cfg, &env)?;
+    let (cfg, lender) = (auth.cfg.clone(), auth.lender.clone());
+    let q = blocking(move || {
+        crate::quota::quotas(&*open_store(&cfg, &env)?, &lender, chrono::Utc::now())
+    })
+    .await?;
+    let body = serde_json::json!({"quotas": q.windows});
+    Ok(json_response(StatusCode::OK, body.to_string().into_bytes()))
 }
 
 /// `GET /v1/{env}/loads/{id}/problems`.

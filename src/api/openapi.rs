@@ -231,6 +231,26 @@ pub fn document(cfg: &Config) -> Value {
         }
     }));
 
+    paths.insert("/v1/{env}/quota".into(), json!({
+        "get": {
+            "operationId": "quota", "summary": "The lender's record quotas: limit, used, remaining, reset (empty without limits)",
+            "security": secured, "parameters": [env_param(cfg)],
+            "responses": answers(ok(json!({
+                "type": "object", "required": ["quotas"],
+                "properties": {"quotas": {"type": "array", "items": {
+                    "type": "object", "required": ["name", "limit", "used", "remaining", "resets_at"],
+                    "properties": {
+                        "name": {"type": "string", "enum": ["daily_record_limit", "monthly_record_limit"]},
+                        "limit": {"type": "integer", "minimum": 1},
+                        "used": {"type": "integer", "minimum": 0},
+                        "remaining": {"type": "integer", "minimum": 0},
+                        "resets_at": {"type": "string"},
+                    },
+                }}},
+            }), "application/json")),
+        }
+    }));
+
     for kind in entity_kinds() {
         let name = kind.prefix();
         let mut params = vec![env_param(cfg)];

@@ -365,6 +365,9 @@ pub trait Store: Send {
     fn list_loads(&self, lender: &str, q: &LoadQuery<'_>) -> Result<LoadPage, StoreError>;
     /// A page of a lender's entity rows with the total matching (issue 11, inquiry).
     fn records_page(&self, lender: &str, q: &RecordQuery<'_>) -> Result<RecordPage, StoreError>;
+    /// Quotas (issue 11): records of the lender's loads started at or after `since` (ISO 8601),
+    /// refused loads and dry runs excepted.
+    fn records_submitted_since(&self, lender: &str, since: &str) -> Result<i64, StoreError>;
     /// How many problems a load has (pages of `problems_page` are by sequence number, 1..).
     fn problem_count(&self, row: RowId) -> Result<i64, StoreError>;
     /// Calls `f(index, message)` for each problem of a load, in order.

@@ -525,6 +525,10 @@ impl Store for SqliteStore {
         Ok(RecordPage { rows, total })
     }
 
+    fn records_submitted_since(&self, lender: &str, since: &str) -> Result<i64, StoreError> {
+        Ok(records_submitted_since(&self.conn, lender, since)?)
+    }
+
     fn problem_count(&self, row: RowId) -> Result<i64, StoreError> {
         Ok(self.conn.query_row(
             "SELECT count(*) FROM load_problems WHERE load_id = ?1",
@@ -552,6 +556,24 @@ impl Store for SqliteStore {
         }
         Ok(())
     }
+}
+
+/// Quotas (issue 11): records of a lender's loads since `since`; also read by `bulkload status`
+/// on its read-only connection.
+pub fn records_submitted_since(
+    conn: &Connection,
+    lender: &str,
+    since: &str,
+) -> rusqlite::Result<i64> {
+    conn.query_row(
+        "SELECT coalesce(sum(num_create_success + num_update_success + num_add_success
+                    + num_delete_success + num_create_failure + num_update_failure
+                    + num_add_failure + num_delete_failure + num_mode_failure), 0)
+         FROM bulk_loads
+         WHERE lender = ?1 AND started_at >= ?2 AND dry_run = 0 AND error_message IS NULL",
+        params![lender, since],
+        |r| r.get(0),
+    )
 }
 
 // The Bulk Web API (issue 11).
