@@ -593,6 +593,11 @@ fn check_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Where uploads are written before they move into `pickup/` (same file system: a rename).
+pub(crate) fn spool_dir(cfg: &Config) -> PathBuf {
+    cfg.data_dir.join("console-spool")
+}
+
 /// Takes the multipart upload (the CSRF token must come first), writes it into the lender's
 /// `pickup/` (or `validate/` for a dry run) the way an SFTP upload lands there (a spool file,
 /// then a no-replace rename), tells the scheduler, and answers with a ticket to poll.
@@ -612,7 +617,7 @@ async fn upload(
         .is_some_and(|v| v.contains("application/json"));
     let mut csrf_ok = false;
     let mut dry_run = false;
-    let spool = w.cfg.data_dir.join("console-spool");
+    let spool = spool_dir(&w.cfg);
     loop {
         let field = match form.next_field().await {
             Ok(Some(f)) => f,

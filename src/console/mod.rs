@@ -63,6 +63,15 @@ impl Console {
         on_upload: Option<UploadHook>,
         host_fingerprint: String,
     ) -> Arc<Console> {
+        // Uploads a crash interrupted before they reached `pickup/`: none is in flight yet.
+        let spool = lender::spool_dir(&live.get());
+        if let Ok(rd) = std::fs::read_dir(&spool) {
+            for e in rd.flatten() {
+                if e.file_name().to_string_lossy().ends_with(".upload") {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
         Arc::new(Console {
             live,
             shared,
