@@ -346,12 +346,15 @@ async fn login(
         (v, _) => {
             defender.note_refused(ip, &email, "web");
             tracing::warn!(user = ?email, address = %ip, banned = v == Verdict::Banned, "console sign-in refused");
-            let msg = if v == Verdict::Banned {
-                "Too many failed sign-ins from your address. Try again later."
+            let (status, msg) = if v == Verdict::Banned {
+                (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "Too many failed sign-ins from your address. Try again later.",
+                )
             } else {
-                "Wrong e-mail or password."
+                (StatusCode::UNAUTHORIZED, "Wrong e-mail or password.")
             };
-            login_response(&c, StatusCode::UNAUTHORIZED, &email, Some(msg))
+            login_response(&c, status, &email, Some(msg))
         }
     }
 }

@@ -165,6 +165,9 @@ def journey():
               "a wrong password is refused")
         sign_in(d, os.environ["LENDER_EMAIL"], os.environ["LENDER_PASSWORD"])
         wait(d, lambda: d.current_url.endswith(f"/console/{ENV}/loads"), "the loads page")
+        c = d.get_cookie("bulkload_session")
+        check(c and c["httpOnly"] and c.get("sameSite") == "Strict" and not c["secure"],
+              f"the session cookie is HttpOnly, SameSite=Strict (not Secure over plain HTTP): {c}")
 
         # A JSON file and a CSV file, each with one bad record.
         json_url, text = upload(d, os.path.join(FILES, "employees.json"))
