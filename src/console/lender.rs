@@ -1013,6 +1013,18 @@ async fn connect(
             .unwrap_or("localhost");
         format!("http://{h}")
     });
+    let clients: Vec<String> = w
+        .cfg
+        .lender(&w.lender)
+        .map(|l| l.api_clients.iter().map(|c| c.client_id.clone()).collect())
+        .unwrap_or_default();
+    let client = clients.first().map_or("CLIENT_ID", String::as_str);
+    let token_cmd = format!(
+        "TOKEN=$(curl -s -u '{client}:SECRET' -d grant_type=client_credentials {api}/oauth/token | sed 's/.*\"access_token\":\"\\([^\"]*\\)\".*/\\1/')"
+    );
+    let submit_cmd = format!(
+        "curl -s -H \"Authorization: Bearer $TOKEN\" -H 'Content-Type: application/json' --data-binary @employees.json {api}/v1/{env}/loads/employees"
+    );
     let sftp_cmd = format!("sftp -P {port} {user}@{host}");
     let put_cmd = format!(
         "echo 'put employees.csv /{env}/import/pickup/' | sftp -b - -P {port} {user}@{host}"
@@ -1037,8 +1049,14 @@ async fn connect(
         h2 { "API" }
         dl.meta {
             div { dt { "Base URL" } dd { code #api { (api) } " " (views::copy_button("api")) } }
+            div { dt { "Client ids" } dd {
+                @if clients.is_empty() { "none yet (ask your operator)" } @else { (clients.join(", ")) }
+            } }
         }
-        p { "Authenticate with your API token (ask your operator for one)." }
+        p { "Get a token (OAuth2 client credentials), then submit a JSON file:" }
+        pre { code #cmd-token { (token_cmd) } } (views::copy_button("cmd-token"))
+        pre { code #cmd-submit { (submit_cmd) } } (views::copy_button("cmd-submit"))
+        p { "The full description is at " a href=(format!("{api}/openapi.json")) { (api) "/openapi.json" } "." }
     };
     html_page(views::page("Connection details", w.nav("connect"), body))
 }
