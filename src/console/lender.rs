@@ -192,7 +192,7 @@ async fn loads(
         @if rows.is_empty() {
             p { @if filter.is_empty() { "No loads yet." } @else { "No load matches." } }
         } @else {
-            div.scroll {
+            div.scroll tabindex="0" {
                 table {
                     caption { "Recent loads, newest first" }
                     thead { tr {
@@ -338,7 +338,7 @@ async fn load(
         @if problems.is_empty() {
             p { @if filter.is_empty() { "No problems." } @else { "No problem matches." } }
         } @else {
-            div.scroll {
+            div.scroll tabindex="0" {
                 table.problems {
                     caption { "Problems, in file order" }
                     thead { tr { th scope="col" { "Record" } th scope="col" { "Problem" } } }
@@ -903,7 +903,7 @@ async fn downloads(
     let body = html! {
         p { "The same files are in " code { "/" (env) "/import/lookups/" } " over SFTP." }
         h2 { "Templates and schemas" }
-        div.scroll { table {
+        div.scroll tabindex="0" { table {
             caption { "One row per record type" }
             thead { tr { th scope="col" { "Type" } th scope="col" { "CSV template" } th scope="col" { "JSON example" } th scope="col" { "JSON Schema" } } }
             tbody { @for k in Kind::ALL {
@@ -1041,11 +1041,11 @@ async fn connect(
             div { dt { "Validation folder" } dd { code { "/" (env) "/import/validate/" } } }
         }
         p { "Connect (check that the fingerprint your client shows is the one above):" }
-        pre { code #cmd-sftp { (sftp_cmd) } } (views::copy_button("cmd-sftp"))
+        pre tabindex="0" { code #cmd-sftp { (sftp_cmd) } } (views::copy_button("cmd-sftp"))
         p { "Upload a file in one command:" }
-        pre { code #cmd-put { (put_cmd) } } (views::copy_button("cmd-put"))
+        pre tabindex="0" { code #cmd-put { (put_cmd) } } (views::copy_button("cmd-put"))
         p { "Show the server's fingerprint:" }
-        pre { code #cmd-scan { (known) } } (views::copy_button("cmd-scan"))
+        pre tabindex="0" { code #cmd-scan { (known) } } (views::copy_button("cmd-scan"))
         h2 { "API" }
         dl.meta {
             div { dt { "Base URL" } dd { code #api { (api) } " " (views::copy_button("api")) } }
@@ -1054,8 +1054,8 @@ async fn connect(
             } }
         }
         p { "Get a token (OAuth2 client credentials), then submit a JSON file:" }
-        pre { code #cmd-token { (token_cmd) } } (views::copy_button("cmd-token"))
-        pre { code #cmd-submit { (submit_cmd) } } (views::copy_button("cmd-submit"))
+        pre tabindex="0" { code #cmd-token { (token_cmd) } } (views::copy_button("cmd-token"))
+        pre tabindex="0" { code #cmd-submit { (submit_cmd) } } (views::copy_button("cmd-submit"))
         p { "The full description is at " a href=(format!("{api}/openapi.json")) { (api) "/openapi.json" } "." }
     };
     html_page(views::page("Connection details", w.nav("connect"), body))

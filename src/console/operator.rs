@@ -146,7 +146,7 @@ async fn overview(State(c): State<Arc<Console>>, headers: HeaderMap) -> Response
                             (format!("{h}:00"), act.iter().filter(|a| &a.hour == h).map(|a| a.records).sum())
                         }).collect();
                         (views::bar_chart(&format!("Records per hour in {env}, last 24 hours"), &per_hour))
-                        div.scroll { table {
+                        div.scroll tabindex="0" { table {
                             caption { "Lenders in " (env) }
                             thead { tr {
                                 th scope="col" { "Lender" } th scope="col" { "Files waiting" } th scope="col" { "Oldest waiting" }
@@ -210,7 +210,7 @@ async fn logins(State(c): State<Arc<Console>>, headers: HeaderMap) -> Response {
         p { "SFTP logins and console sign-ins share one defender: an address with too many failures is banned from both for a while." }
         h2 { "Banned addresses" }
         @if bans.is_empty() { p { "None." } } @else {
-            div.scroll { table {
+            div.scroll tabindex="0" { table {
                 caption { "Bans in force" }
                 thead { tr { th scope="col" { "Address" } th scope="col" { "Time left" } } }
                 tbody { @for (ip, left) in &bans { tr { td { (ip) } td { (age(*left)) } } } }
@@ -218,7 +218,7 @@ async fn logins(State(c): State<Arc<Console>>, headers: HeaderMap) -> Response {
         }
         h2 { "Recent refused logins" }
         @if refused.is_empty() { p { "None since the daemon started." } } @else {
-            div.scroll { table {
+            div.scroll tabindex="0" { table {
                 caption { "Newest first (at most 200 kept)" }
                 thead { tr { th scope="col" { "When" } th scope="col" { "Address" } th scope="col" { "User" } th scope="col" { "Method" } } }
                 tbody { @for r in &refused { tr { td { (when(r.at)) } td { (r.address) } td { (r.user) } td { (r.method) } } } }
@@ -251,7 +251,7 @@ async fn deliveries(State(c): State<Arc<Console>>, headers: HeaderMap) -> Respon
                     Err(e) => p.error { "Cannot read this environment's store: " (e) },
                     Ok(None) => p { "None." },
                     Ok(Some(d)) if d.failed.is_empty() => p { "None." },
-                    Ok(Some(d)) => div.scroll { table {
+                    Ok(Some(d)) => div.scroll tabindex="0" { table {
                         caption { "Failed deliveries in " (env) ", newest first" }
                         thead { tr { th scope="col" { "Lender" } th scope="col" { "Load" } th scope="col" { "Channel" }
                             th scope="col" { "Target" } th scope="col" { "Tries" } th scope="col" { "Last error" } th scope="col" { "Queued" } } }
