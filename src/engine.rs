@@ -59,6 +59,12 @@ pub fn apply_load(
     let started = Utc::now();
     let name = &req.key.supplied_name;
     let mut counts = Counts::default();
+    // Quotas (issue 11): what the lender may still submit, read before the load begins.
+    let quotas = if req.dry_run {
+        crate::quota::Quotas::default()
+    } else {
+        crate::quota::quotas(&*store, req.lender, started)?
+    };
     let row = {
         let mut tx = store.begin(&req.lender.id, req.key, req.source, &iso(started))?;
         let refused = match (&req.kind, input) {
@@ -95,7 +101,24 @@ pub fn apply_load(
                         }
                         None
                     }
-                    None => None,
+                    None => {
+                        let records = (counts.successes() + counts.failures()).max(0) as u64;
+                        match quotas.refusal(records) {
+                            None => None,
+                            Some(why) => {
+                                // Refused whole, like a refused input.
+                                drop(tx);
+                                tx = store.begin(
+                                    &req.lender.id,
+                                    req.key,
+                                    req.source,
+                                    &iso(started),
+                                )?;
+                                counts = Counts::default();
+                                Some(why)
+                            }
+                        }
+                    }
                     Some(fe) => {
                         // Nothing of a refused input is applied: start the transaction afresh.
                         drop(tx);

@@ -43,6 +43,7 @@ pub mod lookups;
 pub mod metrics;
 pub mod notify;
 pub mod problem;
+pub mod quota;
 pub mod records;
 pub mod result;
 pub mod retention;

@@ -72,6 +72,8 @@ pub struct LenderStatus {
     pub waiting: Waiting,
     pub last_load: Option<LastLoad>,
     pub pending_notifications: i64,
+    /// Quotas (issue 11): each limit with what is used and left (empty without limits).
+    pub quotas: Vec<crate::quota::Window>,
 }
 
 #[derive(Debug, Serialize)]
@@ -132,12 +134,23 @@ pub fn collect(cfg: &Config) -> Status {
                 }),
                 None => (None, 0),
             };
+            let quotas = match &conn {
+                Some(c) => crate::quota::quotas_with(l, chrono::Utc::now(), &mut |since| {
+                    Ok(crate::store::sqlite::records_submitted_since(c, &l.id, since).unwrap_or(0))
+                })
+                .map(|q| q.windows)
+                .unwrap_or_default(),
+                None => crate::quota::quotas_with(l, chrono::Utc::now(), &mut |_| Ok(0))
+                    .map(|q| q.windows)
+                    .unwrap_or_default(),
+            };
             lenders.push(LenderStatus {
                 environment: env.clone(),
                 lender: l.id.clone(),
                 waiting: waiting(cfg, env, &l.id),
                 last_load,
                 pending_notifications: pending,
+                quotas,
             });
         }
     }
@@ -225,6 +238,7 @@ pub fn render_table(s: &Status) -> String {
         "FAILED",
         "ERROR",
         "NOTIFY",
+        "QUOTA LEFT",
     ];
     let mut rows: Vec<Vec<String>> = vec![header.iter().map(|h| h.to_string()).collect()];
     for l in &s.lenders {
@@ -267,6 +281,22 @@ pub fn render_table(s: &Status) -> String {
                 format!("{} pending", l.pending_notifications)
             } else {
                 "-".into()
+            },
+            if l.quotas.is_empty() {
+                "-".into()
+            } else {
+                l.quotas
+                    .iter()
+                    .map(|w| {
+                        let what = if w.name.starts_with("daily") {
+                            "day"
+                        } else {
+                            "month"
+                        };
+                        format!("{what} {}/{}", w.remaining, w.limit)
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ")
             },
         ]);
     }

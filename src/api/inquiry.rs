@@ -1,41 +1,190 @@
 //! API inquiry: a lender's records in the files' field names (issue 11).
 //!
-//! Owns: `GET /v1/{env}/{type}` (paged, filtered) and `GET /v1/{env}/{type}/{ThreadId}`.
-//! Must not: show another lender's records, or write anything.
+//! Owns: `GET /v1/{env}/{type}` (paged; `ExternalId` / the type's own id, `Email`,
+//! `updatedSince`) and `GET /v1/{env}/{type}/{ThreadId}`, and turning stored columns back into
+//! the fields of the type's field table (with `ThreadId`).
+//! Must not: show another lender's records (another lender's ThreadId is a 404), or write.
+//!
+//! Fields kept outside the entity's own row (division lists, broker contacts, a partner's
+//! assignee) are not part of the answer; relation types are not listed here.
 
 use axum::extract::{Path as UrlPath, Query};
-use axum::response::Response;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use axum::Extension;
+use serde_json::{Map, Value as Json};
 
-use super::loads::{check_env, parse_kind};
+use super::loads::{check_env, open_store, parse_kind, parse_query, parse_time};
 use super::problem::ApiError;
 use super::token::Authed;
+use crate::records::{Kind, Ty};
+use crate::store::{RecordQuery, Value};
+
+/// The entity type's readable fields: (field name, column, type).
+pub fn readable(kind: Kind) -> Vec<(&'static str, &'static str, Ty)> {
+    kind.fields()
+        .iter()
+        .filter(|f| !f.column.is_empty())
+        .map(|f| (f.name, f.column, f.ty))
+        .collect()
+}
+
+fn entity(kind_name: &str) -> Result<Kind, ApiError> {
+    let kind = parse_kind(kind_name)?;
+    if kind.is_relation() || kind.spec().table.is_none() {
+        return Err(ApiError::not_found(format!(
+            "{kind_name} is a relation type: its links are not listed as records (read the loans instead)"
+        )));
+    }
+    Ok(kind)
+}
+
+fn to_json(v: Value, ty: Ty) -> Json {
+    match v {
+        Value::Null => Json::Null,
+        Value::Int(n) => Json::from(n),
+        Value::Text(t) => match ty {
+            Ty::Decimal => t
+                .parse::<serde_json::Number>()
+                .map(Json::Number)
+                .unwrap_or(Json::String(t)),
+            _ => Json::String(t),
+        },
+    }
+}
+
+fn record(kind: Kind, thread_id: String, vals: Vec<Value>) -> Json {
+    let fields = readable(kind);
+    let mut m = Map::new();
+    m.insert("ThreadId".into(), Json::String(thread_id));
+    for ((name, _, ty), v) in fields.into_iter().zip(vals) {
+        m.insert(name.to_string(), to_json(v, ty));
+    }
+    Json::Object(m)
+}
+
+async fn query(
+    auth: &Authed,
+    env: &str,
+    kind: Kind,
+    equals: Vec<(&'static str, String, bool)>,
+    updated_since: Option<String>,
+    offset: i64,
+    limit: i64,
+) -> Result<crate::store::RecordPage, ApiError> {
+    let (cfg, env, lender) = (auth.cfg.clone(), env.to_string(), auth.lender.id.clone());
+    let columns: Vec<&'static str> = readable(kind).into_iter().map(|(_, c, _)| c).collect();
+    let (table, account_kind) = kind
+        .spec()
+        .table
+        .ok_or_else(|| ApiError::not_found("not an entity type"))?;
+    tokio::task::spawn_blocking(move || {
+        open_store(&cfg, &env)?.records_page(
+            &lender,
+            &RecordQuery {
+                table,
+                account_kind,
+                columns: &columns,
+                equals: &equals,
+                updated_since: updated_since.as_deref(),
+                offset,
+                limit,
+            },
+        )
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("task failed: {e}")))?
+    .map_err(ApiError::from)
+}
 
 /// `GET /v1/{env}/{type}`.
 pub async fn list(
     Extension(auth): Extension<Authed>,
-    UrlPath((env, kind)): UrlPath<(String, String)>,
-    Query(_q): Query<Vec<(String, String)>>,
+    UrlPath((env, kind_name)): UrlPath<(String, String)>,
+    Query(q): Query<Vec<(String, String)>>,
 ) -> Result<Response, ApiError> {
     check_env(&auth.cfg, &env)?;
-    parse_kind(&kind)?;
-    Err(ApiError::new(
-        axum::http::StatusCode::NOT_IMPLEMENTED,
-        "not-implemented",
-        "record inquiry is not available yet",
-    ))
+    let kind = entity(&kind_name)?;
+    let lender_id_field = kind.lender_id_field().unwrap_or("ExternalId");
+    let mut allowed = vec!["updatedSince", "Email"];
+    if lender_id_field != "Email" {
+        allowed.push(lender_id_field);
+    }
+    let (paging, f) = parse_query(&q, &allowed)?;
+    let fields = readable(kind);
+    let column_of = |name: &str| {
+        fields
+            .iter()
+            .find(|(n, _, _)| *n == name)
+            .map(|(_, c, _)| *c)
+    };
+    let mut equals = Vec::new();
+    for (name, v) in &f {
+        if name == "updatedSince" {
+            continue;
+        }
+        let Some(col) = column_of(name) else {
+            return Err(ApiError::bad_request(format!(
+                "{kind_name} records have no {name} to filter by"
+            )));
+        };
+        equals.push((col, v.clone(), name == "Email"));
+    }
+    let since = f
+        .get("updatedSince")
+        .map(|s| parse_time("updatedSince", s))
+        .transpose()?;
+    let page = query(
+        &auth,
+        &env,
+        kind,
+        equals,
+        since,
+        paging.offset,
+        paging.limit,
+    )
+    .await?;
+    let records: Vec<Json> = page
+        .rows
+        .into_iter()
+        .map(|(t, v)| record(kind, t, v))
+        .collect();
+    let body = serde_json::json!({
+        "records": records,
+        "_metadata": {"offset": paging.offset, "limit": paging.limit, "total": page.total},
+    });
+    Ok((StatusCode::OK, axum::Json(body)).into_response())
 }
 
 /// `GET /v1/{env}/{type}/{thread_id}`.
 pub async fn get_one(
     Extension(auth): Extension<Authed>,
-    UrlPath((env, kind, _thread_id)): UrlPath<(String, String, String)>,
+    UrlPath((env, kind_name, thread_id)): UrlPath<(String, String, String)>,
 ) -> Result<Response, ApiError> {
     check_env(&auth.cfg, &env)?;
-    parse_kind(&kind)?;
-    Err(ApiError::new(
-        axum::http::StatusCode::NOT_IMPLEMENTED,
-        "not-implemented",
-        "record inquiry is not available yet",
-    ))
+    let kind = entity(&kind_name)?;
+    let tid = thread_id.to_ascii_lowercase();
+    if tid.len() != 32 || !tid.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(ApiError::not_found(format!(
+            "no {} with ThreadId {thread_id:?} (thread ids are 32 hexadecimal characters)",
+            kind.noun()
+        )));
+    }
+    let page = query(
+        &auth,
+        &env,
+        kind,
+        vec![("thread_id", tid, false)],
+        None,
+        0,
+        1,
+    )
+    .await?;
+    match page.rows.into_iter().next() {
+        Some((t, v)) => Ok((StatusCode::OK, axum::Json(record(kind, t, v))).into_response()),
+        None => Err(ApiError::not_found(format!(
+            "no {} with ThreadId {thread_id} in {env}",
+            kind.noun()
+        ))),
+    }
 }

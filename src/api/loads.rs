@@ -293,9 +293,24 @@ async fn spool_and_commit(
             .await
             .unwrap_or_else(|e| Err(format!("check failed: {e}")))
     };
-    if let Err(detail) = check {
-        let _ = tokio::fs::remove_file(&part).await;
-        return Err(ApiError::bad_request(detail));
+    let records = match check {
+        Ok(n) => n,
+        Err(detail) => {
+            let _ = tokio::fs::remove_file(&part).await;
+            return Err(ApiError::bad_request(detail));
+        }
+    };
+    // Quotas: a load that would pass a limit is refused now (the engine checks again when it
+    // applies, for loads queued meanwhile). A repeat of an idempotency key is not a new load.
+    if idempotency_key.is_none() || !is_repeat(cfg, env, &lender.id, idempotency_key).await? {
+        let (cfg2, env2, lender2) = (cfg.clone(), env.to_string(), lender.clone());
+        let now = chrono::Utc::now();
+        let q = blocking(move || crate::quota::quotas(&*open_store(&cfg2, &env2)?, &lender2, now))
+            .await?;
+        if let Some(why) = q.refusal(records) {
+            let _ = tokio::fs::remove_file(&part).await;
+            return Err(ApiError::too_many(why, q.retry_after(records, now)));
+        }
     }
     {
         let (part, spooled, dir) = (part.clone(), spooled.clone(), dir.clone());
@@ -378,6 +393,28 @@ async fn spool_and_commit(
     })
 }
 
+/// Whether an idempotency key is taken already.
+async fn is_repeat(
+    cfg: &Config,
+    env: &str,
+    lender: &str,
+    key: Option<&str>,
+) -> Result<bool, ApiError> {
+    let Some(k) = key else { return Ok(false) };
+    let (cfg2, env2, lender2, k2) = (
+        cfg.clone(),
+        env.to_string(),
+        lender.to_string(),
+        k.to_string(),
+    );
+    blocking(move || {
+        Ok(open_store(&cfg2, &env2)?
+            .api_submission(&lender2, ApiSubmissionKey::IdempotencyKey(&k2))?
+            .is_some())
+    })
+    .await
+}
+
 /// Streams the body into `part` (fsynced), at most `max` bytes; returns its SHA-256 (hex).
 async fn write_body(body: Body, part: &Path, max: u64) -> Result<String, ApiError> {
     let io_err = |e: std::io::Error| {
@@ -425,8 +462,9 @@ async fn write_body(body: Body, part: &Path, max: u64) -> Result<String, ApiErro
         .collect())
 }
 
-/// The body is one JSON array (UTF-8, an optional BOM), checked in constant memory.
-fn check_json_array(path: &Path) -> Result<(), String> {
+/// The body is one JSON array (UTF-8, an optional BOM), checked in constant memory; returns
+/// how many elements it has.
+fn check_json_array(path: &Path) -> Result<u64, String> {
     let file = std::fs::File::open(path).map_err(|e| format!("cannot read the body back: {e}"))?;
     let mut r = BufReader::with_capacity(1 << 16, file);
     let mut first = [0u8; 3];
@@ -439,7 +477,7 @@ fn check_json_array(path: &Path) -> Result<(), String> {
     let mut chained = std::io::Cursor::new(head).chain(r);
     // The first non-blank byte must open an array.
     let mut de = serde_json::Deserializer::from_reader(&mut chained);
-    struct ArrayOnly;
+    struct ArrayOnly(u64);
     impl<'de> serde::Deserialize<'de> for ArrayOnly {
         fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
             struct V;
@@ -452,17 +490,21 @@ fn check_json_array(path: &Path) -> Result<(), String> {
                     self,
                     mut seq: A,
                 ) -> Result<ArrayOnly, A::Error> {
-                    while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
-                    Ok(ArrayOnly)
+                    let mut n = 0;
+                    while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {
+                        n += 1;
+                    }
+                    Ok(ArrayOnly(n))
                 }
             }
             d.deserialize_seq(V)
         }
     }
     use serde::Deserialize;
-    ArrayOnly::deserialize(&mut de)
-        .and_then(|_| de.end())
-        .map_err(|e| format!("the body is not a JSON array of records: {e}"))
+    let n = ArrayOnly::deserialize(&mut de)
+        .and_then(|a| de.end().map(|()| a.0))
+        .map_err(|e| format!("the body is not a JSON array of records: {e}"))?;
+    Ok(n)
 }
 
 /// Runs a store call off the async threads.
@@ -778,8 +820,24 @@ fn json_response(status: StatusCode, body: Vec<u8>) -> Response {
         .into_response()
 }
 
-/// `POST /v1/{env}/loads/{type}`.
+/// `POST /v1/{env}/loads/{type}`. A refusal closes the connection: its body may be unread.
 pub async fn post(
+    st: State<ApiState>,
+    auth: Extension<Authed>,
+    path: UrlPath<(String, String)>,
+    q: Query<Vec<(String, String)>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    match post_inner(st, auth, path, q, headers, body).await {
+        Ok(r) => r,
+        Err(e) => e
+            .with_header(header::CONNECTION, HeaderValue::from_static("close"))
+            .into_response(),
+    }
+}
+
+async fn post_inner(
     State(st): State<ApiState>,
     Extension(auth): Extension<Authed>,
     UrlPath((env, kind)): UrlPath<(String, String)>,
@@ -1035,6 +1093,21 @@ pub async fn get_one(
         }
         Err(None) => Err(ApiError::not_found(format!("no load {n} in {env}"))),
     }
+}
+
+/// `GET /v1/{env}/quota`: the lender's limits, what is used and left, when each resets.
+pub async fn quota(
+    Extension(auth): Extension<Authed>,
+    UrlPath(env): UrlPath<String>,
+) -> Result<Response, ApiError> {
+    check_env(&auth.cfg, &env)?;
+    let (cfg, lender) = (auth.cfg.clone(), auth.lender.clone());
+    let q = blocking(move || {
+        crate::quota::quotas(&*open_store(&cfg, &env)?, &lender, chrono::Utc::now())
+    })
+    .await?;
+    let body = serde_json::json!({"quotas": q.windows});
+    Ok(json_response(StatusCode::OK, body.to_string().into_bytes()))
 }
 
 /// `GET /v1/{env}/loads/{id}/problems`.

@@ -110,6 +110,7 @@ pub fn router(state: ApiState) -> Router {
             get(loads::get_one).post(loads::post),
         )
         .route("/v1/{env}/lookups/{name}", get(reference::lookup))
+        .route("/v1/{env}/quota", get(loads::quota))
         .route("/v1/{env}/{type}", get(inquiry::list))
         .route("/v1/{env}/{type}/{thread_id}", get(inquiry::get_one))
         .route_layer(axum::middleware::from_fn_with_state(

@@ -56,10 +56,10 @@ pub async fn lookup(
 }
 
 /// `GET /openapi.json`.
-pub async fn openapi(State(_st): State<ApiState>) -> Response {
+pub async fn openapi(State(st): State<ApiState>) -> Response {
     json(
         StatusCode::OK,
-        super::openapi_document().to_string(),
+        super::openapi_document(&st.live.get()).to_string(),
         "application/json",
     )
 }

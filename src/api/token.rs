@@ -212,7 +212,21 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 /// Middleware of every `/v1/{env}/…` route: a valid bearer token of a configured client, then
 /// the lender's request window. Adds `X-RateLimit-*` to every answer of an authenticated
 /// request.
-pub async fn require_token(State(st): State<ApiState>, mut req: Request, next: Next) -> Response {
+pub async fn require_token(State(st): State<ApiState>, req: Request, next: Next) -> Response {
+    // A refused request with a body (a submission) may leave it unread: close the connection.
+    let has_body = !matches!(
+        req.method(),
+        &axum::http::Method::GET | &axum::http::Method::HEAD
+    );
+    let mut r = check_token(st, req, next).await;
+    if has_body && !r.status().is_success() && !r.headers().contains_key(header::CONNECTION) {
+        r.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    r
+}
+
+async fn check_token(st: ApiState, mut req: Request, next: Next) -> Response {
     let cfg = st.live.get();
     let Some(token) = bearer(req.headers()) else {
         return ApiError::unauthorized(

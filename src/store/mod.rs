@@ -201,6 +201,29 @@ pub struct LoadPage {
     pub total: i64,
 }
 
+/// A page of a lender's entity rows (issue 11, inquiry).
+#[derive(Debug, Clone)]
+pub struct RecordQuery<'a> {
+    pub table: Table,
+    /// For accounts: which kind.
+    pub account_kind: Option<AccountKind>,
+    /// Columns to read (from the records' field tables), after the thread id.
+    pub columns: &'a [&'static str],
+    /// Column equals value; `true`: compared ignoring ASCII case (emails).
+    pub equals: &'a [(&'static str, String, bool)],
+    /// Only rows last written by a load that ended at or after this ISO 8601 time.
+    pub updated_since: Option<&'a str>,
+    pub offset: i64,
+    pub limit: i64,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct RecordPage {
+    /// (thread id, the query's columns in order), by thread id.
+    pub rows: Vec<(String, Vec<Value>)>,
+    pub total: i64,
+}
+
 /// One queued notification with its load (issue 13).
 #[derive(Debug, Clone)]
 pub struct Delivery {
@@ -334,6 +357,11 @@ pub trait Store: Send {
     fn load_by_number(&self, lender: &str, number: i64) -> Result<Option<LoadRow>, StoreError>;
     /// A page of a lender's loads, newest first, with the total matching.
     fn list_loads(&self, lender: &str, q: &LoadQuery<'_>) -> Result<LoadPage, StoreError>;
+    /// A page of a lender's entity rows with the total matching (issue 11, inquiry).
+    fn records_page(&self, lender: &str, q: &RecordQuery<'_>) -> Result<RecordPage, StoreError>;
+    /// Quotas (issue 11): records of the lender's loads started at or after `since` (ISO 8601),
+    /// refused loads and dry runs excepted.
+    fn records_submitted_since(&self, lender: &str, since: &str) -> Result<i64, StoreError>;
     /// How many problems a load has (pages of `problems_page` are by sequence number, 1..).
     fn problem_count(&self, row: RowId) -> Result<i64, StoreError>;
     /// Calls `f(index, message)` for each problem of a load, in order.

@@ -13,8 +13,8 @@ use std::path::Path;
 
 use super::{
     AccountKind, ApiSubmission, ApiSubmissionKey, Attempt, Delivery, FailedDelivery, Found,
-    HourActivity, Key, Link, LoadKey, LoadPage, LoadQuery, LoadRow, LoadTx, RowId, Source, Store,
-    StoreError, Table, Value, Written,
+    HourActivity, Key, Link, LoadKey, LoadPage, LoadQuery, LoadRow, LoadTx, RecordPage,
+    RecordQuery, RowId, Source, Store, StoreError, Table, Value, Written,
 };
 use crate::config::{StoreConfig, Synchronous};
 use crate::problem::Problem;
@@ -481,6 +481,65 @@ impl Store for SqliteStore {
         Ok(LoadPage { loads, total })
     }
 
+    fn records_page(&self, lender: &str, q: &RecordQuery<'_>) -> Result<RecordPage, StoreError> {
+        // Column names come from the records' static field tables, never from a request.
+        let table = table_name(q.table);
+        let mut cond = String::from("t.lender = ?1");
+        let mut args: Vec<SqlValue> = vec![SqlValue::Text(lender.to_string())];
+        if let Some(k) = q.account_kind {
+            args.push(SqlValue::Text(k.as_str().to_string()));
+            cond.push_str(&format!(" AND t.kind = ?{}", args.len()));
+        }
+        for (col, v, nocase) in q.equals {
+            args.push(SqlValue::Text(v.clone()));
+            if *nocase {
+                cond.push_str(&format!(" AND lower(t.{col}) = lower(?{})", args.len()));
+            } else {
+                cond.push_str(&format!(" AND t.{col} = ?{}", args.len()));
+            }
+        }
+        if let Some(since) = q.updated_since {
+            args.push(SqlValue::Text(since.to_string()));
+            cond.push_str(&format!(
+                " AND (SELECT ended_at FROM bulk_loads b WHERE b.id = t.updated_load) >= ?{}",
+                args.len()
+            ));
+        }
+        let total: i64 = self.conn.query_row(
+            &format!("SELECT count(*) FROM {table} t WHERE {cond}"),
+            params_from_iter(args.iter()),
+            |r| r.get(0),
+        )?;
+        let cols: String = q.columns.iter().map(|c| format!(", t.{c}")).collect();
+        args.push(SqlValue::Integer(q.limit));
+        args.push(SqlValue::Integer(q.offset));
+        let n = args.len();
+        let mut st = self.conn.prepare(&format!(
+            "SELECT t.thread_id{cols} FROM {table} t WHERE {cond} ORDER BY t.thread_id LIMIT ?{} OFFSET ?{n}",
+            n - 1
+        ))?;
+        let width = q.columns.len();
+        let rows = st
+            .query_map(params_from_iter(args.iter()), |r| {
+                let mut vals = Vec::with_capacity(width);
+                for i in 0..width {
+                    vals.push(match r.get::<_, SqlValue>(i + 1)? {
+                        SqlValue::Integer(n) => Value::Int(n),
+                        SqlValue::Text(t) => Value::Text(t),
+                        SqlValue::Real(f) => Value::Text(f.to_string()),
+                        _ => Value::Null,
+                    });
+                }
+                Ok((r.get::<_, String>(0)?, vals))
+            })?
+            .collect::<Result<_, _>>()?;
+        Ok(RecordPage { rows, total })
+    }
+
+    fn records_submitted_since(&self, lender: &str, since: &str) -> Result<i64, StoreError> {
+        Ok(records_submitted_since(&self.conn, lender, since)?)
+    }
+
     fn problem_count(&self, row: RowId) -> Result<i64, StoreError> {
         Ok(self.conn.query_row(
             "SELECT count(*) FROM load_problems WHERE load_id = ?1",
@@ -508,6 +567,24 @@ impl Store for SqliteStore {
         }
         Ok(())
     }
+}
+
+/// Quotas (issue 11): records of a lender's loads since `since`; also read by `bulkload status`
+/// on its read-only connection.
+pub fn records_submitted_since(
+    conn: &Connection,
+    lender: &str,
+    since: &str,
+) -> rusqlite::Result<i64> {
+    conn.query_row(
+        "SELECT coalesce(sum(num_create_success + num_update_success + num_add_success
+                    + num_delete_success + num_create_failure + num_update_failure
+                    + num_add_failure + num_delete_failure + num_mode_failure), 0)
+         FROM bulk_loads
+         WHERE lender = ?1 AND started_at >= ?2 AND dry_run = 0 AND error_message IS NULL",
+        params![lender, since],
+        |r| r.get(0),
+    )
 }
 
 // The Bulk Web API (issue 11).

@@ -15,5 +15,7 @@ CREATE TABLE api_submissions (
 CREATE UNIQUE INDEX api_submissions_key ON api_submissions (lender, idempotency_key)
     WHERE idempotency_key IS NOT NULL;
 CREATE UNIQUE INDEX api_submissions_number ON api_submissions (lender, number);
--- Listing a lender's loads newest first, with paging.
+-- Listing a lender's loads newest first, with paging; loads since a time (the `since` filter,
+-- quotas).
 CREATE INDEX bulk_loads_lender_number ON bulk_loads (lender, number);
+CREATE INDEX bulk_loads_lender_started ON bulk_loads (lender, started_at);
