@@ -246,6 +246,7 @@ fn browser_journey_of_a_lender_and_an_operator() {
         "validation-result",
         "downloads",
         "connect",
+        "not-found",
         "phone",
         "totp",
         "operator",

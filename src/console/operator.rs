@@ -133,7 +133,7 @@ async fn overview(State(c): State<Arc<Console>>, headers: HeaderMap) -> Response
     let data = read_all(cfg.clone()).await;
     let hours = hours();
     let body = html! {
-        p { "Backlog counts files waiting in each lender's " code { "pickup/" } " and " code { "validate/" } " folders now; rates and records cover the last 24 hours." }
+        p { "Files waiting: those in each lender's " code { "pickup/" } " and " code { "validate/" } " folders and its API loads queued, now; loads, failure rate and records cover the last 24 hours (validations not counted)." }
         @for (env, d) in &data {
             section aria-labelledby=(format!("env-{env}")) {
                 h2 id=(format!("env-{env}")) { "Environment " (env) }
@@ -157,7 +157,8 @@ async fn overview(State(c): State<Arc<Console>>, headers: HeaderMap) -> Response
                                 @let dirs = layout::lender_dirs(&cfg.data_dir, &l.id, env);
                                 @let (n1, o1) = backlog(&dirs.pickup);
                                 @let (n2, o2) = backlog(&dirs.validate);
-                                @let oldest = o1.max(o2);
+                                @let (n3, o3) = backlog(&crate::api::loads::spool_dir(&cfg.data_dir, env, &l.id));
+                                @let oldest = o1.max(o2).max(o3);
                                 @let mine: Vec<&HourActivity> = act.iter().filter(|a| a.lender == l.id).collect();
                                 @let loads: i64 = mine.iter().map(|a| a.loads).sum();
                                 @let failed: i64 = mine.iter().map(|a| a.failed).sum();
@@ -165,7 +166,7 @@ async fn overview(State(c): State<Arc<Console>>, headers: HeaderMap) -> Response
                                 @let stuck = oldest.is_some_and(|o| o > Duration::from_secs(3600));
                                 tr {
                                     th scope="row" { (l.id) }
-                                    td { (n1 + n2) }
+                                    td { (n1 + n2 + n3) }
                                     td { @if let Some(o) = oldest { @if stuck { strong.warn { (age(o)) " (stuck?)" } } @else { (age(o)) } } @else { "—" } }
                                     td { @match d.as_ref().and_then(|d| d.last.get(&l.id)) {
                                         Some(r) => { (r.ended_at) " · " (r.pickup_name) " · " (views::state(r)) }

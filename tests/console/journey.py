@@ -238,6 +238,9 @@ def journey():
         check(status_of(d, f"/console/{ENV}/loads/{other}") == 404, "another lender's load answers 404")
         check(status_of(d, f"/console/{ENV}/loads/{other}/files/result") == 404,
               "another lender's result answers 404")
+        d.get(f"{URL}/console/{ENV}/loads/{other}")
+        check(d.find_element(By.TAG_NAME, "h1").text == "Not found", "the 404 page is the console's")
+        visit(d, "not-found")
         check(status_of(d, "/console/ops") == 404, "operator pages answer 404 to a lender")
         check(status_of(d, "/console/nosuchenv/loads") == 404, "an unknown environment answers 404")
 
