@@ -143,6 +143,7 @@ mod tests {
             webhooks: Vec::new(),
             notify_email: Vec::new(),
             api_clients: Vec::new(),
+            users: Vec::new(),
             daily_record_limit: day,
             monthly_record_limit: month,
         }

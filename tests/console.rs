@@ -246,6 +246,7 @@ fn browser_journey_of_a_lender_and_an_operator() {
         "validation-result",
         "downloads",
         "connect",
+        "not-found",
         "phone",
         "totp",
         "operator",
@@ -257,4 +258,124 @@ fn browser_journey_of_a_lender_and_an_operator() {
             "screenshot of {page}"
         );
     }
+}
+
+/// One HTTP/1.1 request over a plain socket: (status, raw head, body).
+fn http(port: u16, method: &str, path: &str, headers: &str, body: &str) -> (u16, String, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n{headers}Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (status, head.to_string(), body.to_string())
+}
+
+/// The sign-in form's CSRF cookie and token.
+fn login_token(port: u16) -> String {
+    let (status, head, _) = http(port, "GET", "/console/login", "", "");
+    assert_eq!(status, 200);
+    let cookie = head
+        .lines()
+        .find_map(|l| l.strip_prefix("set-cookie: bulkload_login_csrf="))
+        .expect("a CSRF cookie");
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    cookie.split(';').next().unwrap().to_string()
+}
+
+/// Headers of a sign-in POST carrying the CSRF cookie `token`.
+fn form_headers(token: &str) -> String {
+    format!(
+        "Content-Type: application/x-www-form-urlencoded\r\nCookie: bulkload_login_csrf={token}\r\n"
+    )
+}
+
+#[test]
+fn failed_sign_ins_ban_the_address_for_sftp_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (sftp, web) = (free_port(), free_port());
+    let cfg_path = dir.path().join("config.toml");
+    let cfg = config(&data, sftp, web).replace(
+        "[sftp]\n",
+        "[sftp]\nmax_login_failures = 3\nban_seconds = 60\n",
+    );
+    fs::write(&cfg_path, cfg).unwrap();
+    let mut daemon = Daemon(
+        Command::new(bin())
+            .arg("serve")
+            .arg("--config")
+            .arg(&cfg_path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_port(web, &mut daemon);
+    wait_port(sftp, &mut daemon);
+
+    // Before: the SFTP port greets with its banner.
+    let banner = |port: u16| {
+        use std::io::Read;
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut b = [0u8; 4];
+        matches!(s.read(&mut b), Ok(4)) && &b == b"SSH-"
+    };
+    assert!(banner(sftp));
+
+    // A sign-in without the form's token is refused before any password check.
+    let (status, _, _) = http(
+        web,
+        "POST",
+        "/console/login",
+        "Content-Type: application/x-www-form-urlencoded\r\n",
+        "email=ann%40acme.test&password=x",
+    );
+    assert_eq!(status, 403);
+
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        let token = login_token(web);
+        let (status, _, _) = http(
+            web,
+            "POST",
+            "/console/login",
+            &form_headers(&token),
+            &format!("csrf={token}&email=ann%40acme.test&password=wrong"),
+        );
+        statuses.push(status);
+    }
+    assert_eq!(
+        statuses,
+        [401, 401, 429],
+        "the third failure bans the address"
+    );
+    // The same defender: SFTP now drops the address before its banner.
+    assert!(!banner(sftp), "SFTP refuses the banned address");
+    // And the right password no longer opens the console.
+    let token = login_token(web);
+    let (status, head, _) = http(
+        web,
+        "POST",
+        "/console/login",
+        &form_headers(&token),
+        &format!("csrf={token}&email=ann%40acme.test&password=acme+staff+pw"),
+    );
+    assert_eq!(status, 429, "{head}");
+    assert!(!head.contains("bulkload_session="), "{head}");
 }

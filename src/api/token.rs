@@ -480,6 +480,8 @@ async fn issue_token(
     drop(permit);
     let Some((lender, _)) = found.filter(|_| ok) else {
         if let Some(ip) = ip {
+            // Listed on the console's operator page with SFTP and console refusals.
+            defender.note_refused(ip, &client_id, "api");
             if defender.ban_if_over(ip) {
                 tracing::warn!(address = %ip, "api: address banned after failed token requests");
             }

@@ -191,7 +191,7 @@ async fn loads(
         @if rows.is_empty() {
             p { @if filter.is_empty() { "No loads yet." } @else { "No load matches." } }
         } @else {
-            div.scroll {
+            div.scroll tabindex="0" {
                 table {
                     caption { "Recent loads, newest first" }
                     thead { tr {
@@ -337,7 +337,7 @@ async fn load(
         @if problems.is_empty() {
             p { @if filter.is_empty() { "No problems." } @else { "No problem matches." } }
         } @else {
-            div.scroll {
+            div.scroll tabindex="0" {
                 table.problems {
                     caption { "Problems, in file order" }
                     thead { tr { th scope="col" { "Record" } th scope="col" { "Problem" } } }
@@ -592,6 +592,11 @@ fn check_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Where uploads are written before they move into `pickup/` (same file system: a rename).
+pub(crate) fn spool_dir(cfg: &Config) -> PathBuf {
+    cfg.data_dir.join("console-spool")
+}
+
 /// Takes the multipart upload (the CSRF token must come first), writes it into the lender's
 /// `pickup/` (or `validate/` for a dry run) the way an SFTP upload lands there (a spool file,
 /// then a no-replace rename), tells the scheduler, and answers with a ticket to poll.
@@ -611,7 +616,7 @@ async fn upload(
         .is_some_and(|v| v.contains("application/json"));
     let mut csrf_ok = false;
     let mut dry_run = false;
-    let spool = w.cfg.data_dir.join("console-spool");
+    let spool = spool_dir(&w.cfg);
     loop {
         let field = match form.next_field().await {
             Ok(Some(f)) => f,
@@ -897,7 +902,7 @@ async fn downloads(
     let body = html! {
         p { "The same files are in " code { "/" (env) "/import/lookups/" } " over SFTP." }
         h2 { "Templates and schemas" }
-        div.scroll { table {
+        div.scroll tabindex="0" { table {
             caption { "One row per record type" }
             thead { tr { th scope="col" { "Type" } th scope="col" { "CSV template" } th scope="col" { "JSON example" } th scope="col" { "JSON Schema" } } }
             tbody { @for k in Kind::ALL {
@@ -1007,6 +1012,18 @@ async fn connect(
             .unwrap_or("localhost");
         format!("http://{h}")
     });
+    let clients: Vec<String> = w
+        .cfg
+        .lender(&w.lender)
+        .map(|l| l.api_clients.iter().map(|c| c.client_id.clone()).collect())
+        .unwrap_or_default();
+    let client = clients.first().map_or("CLIENT_ID", String::as_str);
+    let token_cmd = format!(
+        "TOKEN=$(curl -s -u '{client}:SECRET' -d grant_type=client_credentials {api}/oauth/token | sed 's/.*\"access_token\":\"\\([^\"]*\\)\".*/\\1/')"
+    );
+    let submit_cmd = format!(
+        "curl -s -H \"Authorization: Bearer $TOKEN\" -H 'Content-Type: application/json' --data-binary @employees.json {api}/v1/{env}/loads/employees"
+    );
     let sftp_cmd = format!("sftp -P {port} {user}@{host}");
     let put_cmd = format!(
         "echo 'put employees.csv /{env}/import/pickup/' | sftp -b - -P {port} {user}@{host}"
@@ -1023,16 +1040,22 @@ async fn connect(
             div { dt { "Validation folder" } dd { code { "/" (env) "/import/validate/" } } }
         }
         p { "Connect (check that the fingerprint your client shows is the one above):" }
-        pre { code #cmd-sftp { (sftp_cmd) } } (views::copy_button("cmd-sftp"))
+        pre tabindex="0" { code #cmd-sftp { (sftp_cmd) } } (views::copy_button("cmd-sftp"))
         p { "Upload a file in one command:" }
-        pre { code #cmd-put { (put_cmd) } } (views::copy_button("cmd-put"))
+        pre tabindex="0" { code #cmd-put { (put_cmd) } } (views::copy_button("cmd-put"))
         p { "Show the server's fingerprint:" }
-        pre { code #cmd-scan { (known) } } (views::copy_button("cmd-scan"))
+        pre tabindex="0" { code #cmd-scan { (known) } } (views::copy_button("cmd-scan"))
         h2 { "API" }
         dl.meta {
             div { dt { "Base URL" } dd { code #api { (api) } " " (views::copy_button("api")) } }
+            div { dt { "Client ids" } dd {
+                @if clients.is_empty() { "none yet (ask your operator)" } @else { (clients.join(", ")) }
+            } }
         }
-        p { "Authenticate with your API token (ask your operator for one)." }
+        p { "Get a token (OAuth2 client credentials), then submit a JSON file:" }
+        pre tabindex="0" { code #cmd-token { (token_cmd) } } (views::copy_button("cmd-token"))
+        pre tabindex="0" { code #cmd-submit { (submit_cmd) } } (views::copy_button("cmd-submit"))
+        p { "The full description is at " a href=(format!("{api}/openapi.json")) { (api) "/openapi.json" } "." }
     };
     html_page(views::page("Connection details", w.nav("connect"), body))
 }

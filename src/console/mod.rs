@@ -63,6 +63,15 @@ impl Console {
         on_upload: Option<UploadHook>,
         host_fingerprint: String,
     ) -> Arc<Console> {
+        // Uploads a crash interrupted before they reached `pickup/`: none is in flight yet.
+        let spool = lender::spool_dir(&live.get());
+        if let Ok(rd) = std::fs::read_dir(&spool) {
+            for e in rd.flatten() {
+                if e.file_name().to_string_lossy().ends_with(".upload") {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
         Arc::new(Console {
             live,
             shared,
@@ -337,12 +346,15 @@ async fn login(
         (v, _) => {
             defender.note_refused(ip, &email, "web");
             tracing::warn!(user = ?email, address = %ip, banned = v == Verdict::Banned, "console sign-in refused");
-            let msg = if v == Verdict::Banned {
-                "Too many failed sign-ins from your address. Try again later."
+            let (status, msg) = if v == Verdict::Banned {
+                (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "Too many failed sign-ins from your address. Try again later.",
+                )
             } else {
-                "Wrong e-mail or password."
+                (StatusCode::UNAUTHORIZED, "Wrong e-mail or password.")
             };
-            login_response(&c, StatusCode::UNAUTHORIZED, &email, Some(msg))
+            login_response(&c, status, &email, Some(msg))
         }
     }
 }

@@ -131,7 +131,7 @@ async fn overview(State(c): State<Arc<Console>>, headers: HeaderMap) -> Response
     let data = read_all(cfg.clone()).await;
     let hours = hours();
     let body = html! {
-        p { "Backlog counts files waiting in each lender's " code { "pickup/" } " and " code { "validate/" } " folders now; rates and records cover the last 24 hours." }
+        p { "Files waiting: those in each lender's " code { "pickup/" } " and " code { "validate/" } " folders and its API loads queued, now; loads, failure rate and records cover the last 24 hours (validations not counted)." }
         @for (env, d) in &data {
             section aria-labelledby=(format!("env-{env}")) {
                 h2 id=(format!("env-{env}")) { "Environment " (env) }
@@ -144,7 +144,7 @@ async fn overview(State(c): State<Arc<Console>>, headers: HeaderMap) -> Response
                             (format!("{h}:00"), act.iter().filter(|a| &a.hour == h).map(|a| a.records).sum())
                         }).collect();
                         (views::bar_chart(&format!("Records per hour in {env}, last 24 hours"), &per_hour))
-                        div.scroll { table {
+                        div.scroll tabindex="0" { table {
                             caption { "Lenders in " (env) }
                             thead { tr {
                                 th scope="col" { "Lender" } th scope="col" { "Files waiting" } th scope="col" { "Oldest waiting" }
@@ -155,7 +155,8 @@ async fn overview(State(c): State<Arc<Console>>, headers: HeaderMap) -> Response
                                 @let dirs = layout::lender_dirs(&cfg.data_dir, &l.id, env);
                                 @let (n1, o1) = backlog(&dirs.pickup);
                                 @let (n2, o2) = backlog(&dirs.validate);
-                                @let oldest = o1.max(o2);
+                                @let (n3, o3) = backlog(&crate::api::loads::spool_dir(&cfg.data_dir, env, &l.id));
+                                @let oldest = o1.max(o2).max(o3);
                                 @let mine: Vec<&HourActivity> = act.iter().filter(|a| a.lender == l.id).collect();
                                 @let loads: i64 = mine.iter().map(|a| a.loads).sum();
                                 @let failed: i64 = mine.iter().map(|a| a.failed).sum();
@@ -163,7 +164,7 @@ async fn overview(State(c): State<Arc<Console>>, headers: HeaderMap) -> Response
                                 @let stuck = oldest.is_some_and(|o| o > Duration::from_secs(3600));
                                 tr {
                                     th scope="row" { (l.id) }
-                                    td { (n1 + n2) }
+                                    td { (n1 + n2 + n3) }
                                     td { @if let Some(o) = oldest { @if stuck { strong.warn { (age(o)) " (stuck?)" } } @else { (age(o)) } } @else { "—" } }
                                     td { @match d.as_ref().and_then(|d| d.last.get(&l.id)) {
                                         Some(r) => { (r.ended_at) " · " (r.pickup_name) " · " (views::state(r)) }
@@ -208,7 +209,7 @@ async fn logins(State(c): State<Arc<Console>>, headers: HeaderMap) -> Response {
         p { "SFTP logins and console sign-ins share one defender: an address with too many failures is banned from both for a while." }
         h2 { "Banned addresses" }
         @if bans.is_empty() { p { "None." } } @else {
-            div.scroll { table {
+            div.scroll tabindex="0" { table {
                 caption { "Bans in force" }
                 thead { tr { th scope="col" { "Address" } th scope="col" { "Time left" } } }
                 tbody { @for (ip, left) in &bans { tr { td { (ip) } td { (age(*left)) } } } }
@@ -216,7 +217,7 @@ async fn logins(State(c): State<Arc<Console>>, headers: HeaderMap) -> Response {
         }
         h2 { "Recent refused logins" }
         @if refused.is_empty() { p { "None since the daemon started." } } @else {
-            div.scroll { table {
+            div.scroll tabindex="0" { table {
                 caption { "Newest first (at most 200 kept)" }
                 thead { tr { th scope="col" { "When" } th scope="col" { "Address" } th scope="col" { "User" } th scope="col" { "Method" } } }
                 tbody { @for r in &refused { tr { td { (when(r.at)) } td { (r.address) } td { (r.user) } td { (r.method) } } } }
@@ -249,7 +250,7 @@ async fn deliveries(State(c): State<Arc<Console>>, headers: HeaderMap) -> Respon
                     Err(e) => p.error { "Cannot read this environment's store: " (e) },
                     Ok(None) => p { "None." },
                     Ok(Some(d)) if d.failed.is_empty() => p { "None." },
-                    Ok(Some(d)) => div.scroll { table {
+                    Ok(Some(d)) => div.scroll tabindex="0" { table {
                         caption { "Failed deliveries in " (env) ", newest first" }
                         thead { tr { th scope="col" { "Lender" } th scope="col" { "Load" } th scope="col" { "Channel" }
                             th scope="col" { "Target" } th scope="col" { "Tries" } th scope="col" { "Last error" } th scope="col" { "Queued" } } }

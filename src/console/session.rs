@@ -127,12 +127,6 @@ impl Sessions {
     pub fn remove(&self, id: &str) {
         self.lock().remove(id);
     }
-
-    /// Drops every session of a user no longer in the config (reload), and those idle too long.
-    pub fn retain(&self, idle: Duration, keep: impl Fn(&Session) -> bool) {
-        self.lock()
-            .retain(|_, s| s.last_seen.elapsed() < idle && keep(s));
-    }
 }
 
 /// The value of cookie `name` in the request.

@@ -165,6 +165,9 @@ def journey():
               "a wrong password is refused")
         sign_in(d, os.environ["LENDER_EMAIL"], os.environ["LENDER_PASSWORD"])
         wait(d, lambda: d.current_url.endswith(f"/console/{ENV}/loads"), "the loads page")
+        c = d.get_cookie("bulkload_session")
+        check(c and c["httpOnly"] and c.get("sameSite") == "Strict" and not c["secure"],
+              f"the session cookie is HttpOnly, SameSite=Strict (not Secure over plain HTTP): {c}")
 
         # A JSON file and a CSV file, each with one bad record.
         json_url, text = upload(d, os.path.join(FILES, "employees.json"))
@@ -235,6 +238,9 @@ def journey():
         check(status_of(d, f"/console/{ENV}/loads/{other}") == 404, "another lender's load answers 404")
         check(status_of(d, f"/console/{ENV}/loads/{other}/files/result") == 404,
               "another lender's result answers 404")
+        d.get(f"{URL}/console/{ENV}/loads/{other}")
+        check(d.find_element(By.TAG_NAME, "h1").text == "Not found", "the 404 page is the console's")
+        visit(d, "not-found")
         check(status_of(d, "/console/ops") == 404, "operator pages answer 404 to a lender")
         check(status_of(d, "/console/nosuchenv/loads") == 404, "an unknown environment answers 404")
 
@@ -305,8 +311,6 @@ def journey():
         d.find_element(By.ID, "file").send_keys(os.path.join(FILES, "employees_nojs.json"))
         d.find_element(By.CSS_SELECTOR, "#upload button[type=submit]").click()
         wait(d, lambda: "/uploads/" in d.current_url or "/loads/" in d.current_url, "the queued page (no JS)")
-        if "/uploads/" in d.current_url:
-            shot(d, "queued")
 
         def done():
             if "/loads/" in d.current_url:
