@@ -612,6 +612,19 @@ impl Store for PgStore {
         Ok(RecordPage { rows, total })
     }
 
+    fn records_submitted_since(&self, lender: &str, since: &str) -> Result<i64, StoreError> {
+        Ok(self
+            .query_opt(
+                "SELECT coalesce(sum(num_create_success + num_update_success + num_add_success
+                            + num_delete_success + num_create_failure + num_update_failure
+                            + num_add_failure + num_delete_failure + num_mode_failure), 0)::bigint
+                 FROM bulk_loads
+                 WHERE lender = $1 AND started_at >= $2 AND dry_run = 0 AND error_message IS NULL",
+                &[&lender, &since],
+            )?
+            .map_or(0, |r| r.get(0)))
+    }
+
     fn problem_count(&self, row: RowId) -> Result<i64, StoreError> {
         Ok(self
             .query_opt(
