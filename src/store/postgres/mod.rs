@@ -486,8 +486,10 @@ impl Store for PgStore {
     fn submit_api_load(&self, s: &ApiSubmission) -> Result<ApiSubmission, StoreError> {
         // Under the lender's numbering lock: the number is the lender's next free one (loads
         // and reservations), and a taken claim or idempotency key inserts nothing (the existing
-        // submission is returned).
-        self.batch("BEGIN")?;
+        // submission is returned). A load of the lender holds the lock while it runs: waited
+        // for up to 10 s, as SQLite's busy timeout, then an error (the API answers 503 with
+        // Retry-After and keeps nothing).
+        self.batch("BEGIN; SET LOCAL lock_timeout = '10s'")?;
         let inserted = self.lock_numbers(&s.lender).and_then(|()| {
             self.exec(
                 "INSERT INTO api_submissions (claim, lender, number, kind, idempotency_key, body_sha256, submitted_at)
