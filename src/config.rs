@@ -1706,6 +1706,22 @@ mod tests {
     use super::*;
 
     #[test]
+    fn store_url_keeps_passwords_out_and_reads_them_from_a_file() {
+        let e = PgConfig::new("postgres://u:secret@db/x", None, 30, 4).unwrap_err();
+        assert!(e.contains("must not hold a password"), "{e}");
+        assert!(!e.contains("secret"), "{e}");
+        assert!(PgConfig::new("mysql://db/x", None, 30, 4).is_err());
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("pw");
+        std::fs::write(&f, "hunter2\n").unwrap();
+        let c = PgConfig::new("postgres://u@db:5432/x", Some(&f), 30, 100).unwrap();
+        assert_eq!(c.password.as_ref().map(Secret::expose), Some("hunter2"));
+        assert_eq!(c.parallel_lenders, 64);
+        assert!(!format!("{c:?}").contains("hunter2"));
+        assert!(PgConfig::new("postgres://u@db/x", None, 1, 4).is_err());
+    }
+
+    #[test]
     fn example_config_parses() {
         let c = Config::embedded().unwrap();
         assert_eq!(c.environments, vec!["sandbox", "production"]);

@@ -55,12 +55,23 @@ pub fn schema_name(env: &str) -> String {
     format!("bulkload_{env}")
 }
 
-/// The server's own message (the client's `Display` says only "db error").
+/// The server's own message (the client's `Display` says only "db error"), or the client's
+/// with its causes ("error connecting to server: Connection refused").
+pub(crate) fn describe(e: &postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        return format!("PostgreSQL: {db}");
+    }
+    let mut msg = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        msg.push_str(&format!(": {c}"));
+        cause = c.source();
+    }
+    msg
+}
+
 fn backend(e: postgres::Error) -> StoreError {
-    StoreError::Backend(match e.as_db_error() {
-        Some(db) => format!("PostgreSQL: {db}"),
-        None => e.to_string(),
-    })
+    StoreError::Backend(describe(&e))
 }
 
 /// Connects to the database as configured (no schema chosen yet).
@@ -70,7 +81,7 @@ pub fn connect(cfg: &PgConfig) -> Result<Client, StoreError> {
             .parse()
             .map_err(|e: postgres::Error| StoreError::Open {
                 path: cfg.shown(),
-                reason: e.to_string(),
+                reason: describe(&e),
             })?;
     if let Some(p) = &cfg.password {
         pc.password(p.expose());
@@ -82,7 +93,7 @@ pub fn connect(cfg: &PgConfig) -> Result<Client, StoreError> {
     pc.keepalives_idle(std::time::Duration::from_secs(20));
     pc.connect(NoTls).map_err(|e| StoreError::Open {
         path: cfg.shown(),
-        reason: e.to_string(),
+        reason: describe(&e),
     })
 }
 
@@ -171,10 +182,7 @@ impl PgStore {
         let schema = schema_name(env);
         let open_err = |e: postgres::Error| StoreError::Open {
             path: format!("{} schema {schema}", cfg.shown()),
-            reason: match backend(e) {
-                StoreError::Backend(m) => m,
-                other => other.to_string(),
-            },
+            reason: describe(&e),
         };
         let mut tx = conn.transaction().map_err(open_err)?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
