@@ -947,7 +947,7 @@ async fn schemathesis_finds_no_server_error_and_no_nonconformance() {
                     "--exclude-checks",
                     "positive_data_acceptance",
                     "--max-examples",
-                    "15",
+                    "10",
                     "--workers",
                     "1",
                     "--seed",
