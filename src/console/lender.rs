@@ -255,7 +255,7 @@ fn load_files(w: &Who, l: &LoadRow, newest_of_name: bool) -> Vec<(&'static str, 
 async fn find_load(w: &Who, id: i64) -> Result<(LoadRow, bool), Response> {
     let lender = w.lender.clone();
     let found = with_store(w, move |s| {
-        let Some(l) = s.lender_load(&lender, id)? else {
+        let Some(l) = s.load_by_number(&lender, id)? else {
             return Ok(None);
         };
         let (_, same) = s.console_loads(&lender, &l.pickup_name, 0, 50)?;

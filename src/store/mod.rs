@@ -381,8 +381,6 @@ pub trait Store: Send {
         offset: i64,
         limit: i64,
     ) -> Result<(i64, Vec<LoadRow>), StoreError>;
-    /// The load numbered `id` of `lender` (`LoadRow::id`); `None` for another lender's.
-    fn lender_load(&self, lender: &str, id: i64) -> Result<Option<LoadRow>, StoreError>;
     /// `limit` problems of a load from `offset`, in order, whose message contains `filter`
     /// (case-insensitive; empty: all) as (seq, index, message), with how many match in all.
     fn console_problems(

@@ -280,17 +280,6 @@ impl Store for SqliteStore {
         Ok((total, rows))
     }
 
-    fn lender_load(&self, lender: &str, id: i64) -> Result<Option<LoadRow>, StoreError> {
-        Ok(self
-            .conn
-            .query_row(
-                &format!("SELECT {LOAD_COLUMNS} FROM bulk_loads WHERE lender = ?1 AND number = ?2"),
-                params![lender, id],
-                load_row,
-            )
-            .optional()?)
-    }
-
     fn console_problems(
         &self,
         row: RowId,
