@@ -1616,6 +1616,65 @@ mod tests {
     }
 
     #[test]
+    fn api_section_is_checked() {
+        let c = Config::embedded().unwrap();
+        let api = c.api.as_ref().unwrap();
+        assert_eq!(api.listen, "127.0.0.1:8080");
+        assert_eq!(api.token_ttl_seconds, 3600);
+        assert_eq!(api.requests_per_minute, 600);
+        assert_eq!(api.max_body_bytes, c.limits.max_file_bytes);
+        assert_eq!(c.lenders[0].api_clients[0].client_id, "demo-client");
+        assert!(Config::parse("", "t", Path::new("")).unwrap().api.is_none());
+        let lender = |extra: &str| {
+            format!("[[lenders]]\nid = \"a\"\n{extra}\n[[lenders.divisions]]\nthread_id = \"0123456789abcdef0123456789abcdef\"\nsystem_name = \"a\"\neditable_name = \"A\"\n")
+        };
+        for (text, needle) in [
+            (
+                "[api]\nlisten = \"nowhere\"".to_string(),
+                "expected an address",
+            ),
+            (
+                "[api]\nlisten = \"127.0.0.1:1\"\ntls_cert = \"c.pem\"".to_string(),
+                "go together",
+            ),
+            (
+                "[api]\nlisten = \"127.0.0.1:1\"\nrequests_per_minute = 0".to_string(),
+                "at least 1",
+            ),
+            (
+                "[api]\nlisten = \"127.0.0.1:1\"\ntoken_ttl_seconds = 0".to_string(),
+                "token_ttl_seconds",
+            ),
+            (
+                lender("daily_record_limit = 0"),
+                "daily_record_limit must be at least 1",
+            ),
+            (
+                lender("[[lenders.api_clients]]\nclient_id = \"c\"\nsecret_hash = \"plain\""),
+                "not an argon2",
+            ),
+            (
+                format!(
+                    "{}{}",
+                    lender(
+                        "[[lenders.api_clients]]\nclient_id = \"c\"\nsecret_hash = \"$argon2id$x\""
+                    ),
+                    lender(
+                        "[[lenders.api_clients]]\nclient_id = \"c\"\nsecret_hash = \"$argon2id$x\""
+                    )
+                    .replace("id = \"a\"", "id = \"b\"")
+                ),
+                "listed twice",
+            ),
+        ] {
+            let e = Config::parse(&text, "t", Path::new(""))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(needle), "{needle:?} not in {e}");
+        }
+    }
+
+    #[test]
     fn unknown_key_is_refused() {
         let e = Config::parse("data_dirr = \"x\"", "t", Path::new("")).unwrap_err();
         assert!(e.to_string().contains("unknown field"), "{e}");

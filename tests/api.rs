@@ -29,13 +29,15 @@ impl Daemon {
     /// A daemon with lenders `acme` (SFTP key, client `acme-client`) and `beta` (client
     /// `beta-client`), and `api_extra` added to `[api]`.
     fn start(api_extra: &str) -> Daemon {
-        Daemon::start_with(api_extra, "")
+        Daemon::start_with(api_extra, "", &|_| {})
     }
 
-    /// Like `start`, with `acme_extra` among acme's own keys.
-    fn start_with(api_extra: &str, acme_extra: &str) -> Daemon {
+    /// Like `start`, with `acme_extra` among acme's own keys, and `setup` run in the daemon's
+    /// folder before it starts.
+    fn start_with(api_extra: &str, acme_extra: &str, setup: &dyn Fn(&Path)) -> Daemon {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
+        setup(d);
         let out = Command::new("ssh-keygen")
             .args(["-q", "-t", "ed25519", "-N", "", "-f"])
             .arg(d.join("key"))
@@ -426,6 +428,8 @@ async fn token_flow_and_refusals() {
         "a token was logged"
     );
     assert!(log.contains("client_id=acme-client"), "{log}");
+    assert!(log.contains("request_id="), "{log}");
+    assert!(ok.headers.contains_key("x-request-id"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -931,7 +935,11 @@ async fn schemathesis_finds_no_server_error_and_no_nonconformance() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quotas_count_every_intake() {
-    let d = Daemon::start_with("", "daily_record_limit = 10\nmonthly_record_limit = 1000");
+    let d = Daemon::start_with(
+        "",
+        "daily_record_limit = 10\nmonthly_record_limit = 1000",
+        &|_| {},
+    );
     let c = client();
     let tok = bearer(&c, &d, "acme-client").await;
     let p = "/v1/sandbox/loads/employees?wait=30";
@@ -987,4 +995,56 @@ async fn quotas_count_every_intake() {
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("day 0/10, month 990/1000"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_with_tls_cert_and_key() {
+    let d = Daemon::start_with(
+        "tls_cert = \"./cert.pem\"\ntls_key = \"./key.pem\"",
+        "",
+        &|dir| {
+            let out = Command::new("openssl")
+                .args([
+                    "req",
+                    "-x509",
+                    "-newkey",
+                    "ec",
+                    "-pkeyopt",
+                    "ec_paramgen_curve:prime256v1",
+                    "-nodes",
+                    "-keyout",
+                    "key.pem",
+                    "-out",
+                    "cert.pem",
+                    "-days",
+                    "1",
+                    "-subj",
+                    "/CN=localhost",
+                    "-addext",
+                    "subjectAltName=IP:127.0.0.1",
+                ])
+                .current_dir(dir)
+                .output()
+                .expect("openssl runs (apt-get install openssl; .ci/run does it)");
+            assert!(out.status.success(), "{out:?}");
+        },
+    );
+    assert!(d.log().contains("(HTTPS)"), "{}", d.log());
+    let out = Command::new("curl")
+        .args(["-s", "--cacert"])
+        .arg(d.path("cert.pem"))
+        .args([
+            "-u",
+            "acme-client:demo",
+            "-d",
+            "grant_type=client_credentials",
+        ])
+        .arg(format!("https://127.0.0.1:{}/oauth/token", d.api))
+        .output()
+        .expect("curl runs");
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{out:?}"));
+    assert_eq!(v["token_type"], "Bearer");
+    // Plain HTTP on the TLS port gets no answer.
+    let plain = client().get(d.url("/openapi.json")).send().await;
+    assert!(plain.map(|r| r.status() != StatusCode::OK).unwrap_or(true));
 }

@@ -250,6 +250,7 @@ pub async fn submit(
         &claim,
         api.max_body_bytes,
         origin,
+        earlier,
     )
     .await;
     if slot && !matches!(&result, Ok(s) if !s.repeat) {
@@ -270,6 +271,7 @@ async fn spool_and_commit(
     claim: &str,
     max_body: u64,
     origin: Origin<'_>,
+    earlier: Option<ApiSubmission>,
 ) -> Result<Submitted, ApiError> {
     let dir = spool_dir(&cfg.data_dir, env, &lender.id);
     tokio::fs::create_dir_all(&dir).await.map_err(|e| {
@@ -285,6 +287,22 @@ async fn spool_and_commit(
             return Err(e);
         }
     };
+    // A known repeat needs no store write (the store may be busy with a long load).
+    if let Some(e) = earlier {
+        let _ = tokio::fs::remove_file(&part).await;
+        return answer_repeat(
+            st,
+            cfg,
+            env,
+            lender,
+            e,
+            &hash,
+            kind,
+            idempotency_key,
+            origin,
+        )
+        .await;
+    }
     // One JSON array, syntactically: checked here so a malformed body is a 400 now, not a
     // refused load later.
     let check = {
@@ -350,31 +368,18 @@ async fn spool_and_commit(
     if committed.claim != claim {
         // A repeat: this body is not needed.
         let _ = tokio::fs::remove_file(&spooled).await;
-        if committed.body_sha256 != hash || committed.kind != kind.prefix() {
-            return Err(ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "idempotency-key-reused",
-                format!(
-                    "Idempotency-Key {:?} was used for load {} with a different body or type; use a new key for a new load",
-                    idempotency_key.unwrap_or(""),
-                    committed.number
-                ),
-            ));
-        }
-        let (doc, finished) = document_of_submission(st, cfg, env, &lender.id, &committed).await?;
-        tracing::info!(env, lender = %lender.id, client_id = origin.client_id, load = committed.number, "api: repeated submission answered with the earlier load");
-        return Ok(Submitted {
-            status: if finished {
-                StatusCode::OK
-            } else {
-                StatusCode::ACCEPTED
-            },
-            env: env.to_string(),
-            id: committed.number,
-            document: doc,
-            repeat: true,
-            claim: committed.claim,
-        });
+        return answer_repeat(
+            st,
+            cfg,
+            env,
+            lender,
+            committed,
+            &hash,
+            kind,
+            idempotency_key,
+            origin,
+        )
+        .await;
     }
     crate::failpoint::hit("api_committed");
     tracing::info!(env, lender = %lender.id, client_id = origin.client_id, intake = origin.intake, load = committed.number, r#type = kind.prefix(), "api: load queued");
@@ -390,6 +395,46 @@ async fn spool_and_commit(
         document: queued_document(&committed, "queued"),
         repeat: false,
         claim: claim.to_string(),
+    })
+}
+
+/// The answer to a repeat of an idempotency key: the earlier load, or 422 for another body.
+#[allow(clippy::too_many_arguments)]
+async fn answer_repeat(
+    st: &ApiState,
+    cfg: &Config,
+    env: &str,
+    lender: &Lender,
+    committed: ApiSubmission,
+    hash: &str,
+    kind: Kind,
+    idempotency_key: Option<&str>,
+    origin: Origin<'_>,
+) -> Result<Submitted, ApiError> {
+    if committed.body_sha256 != hash || committed.kind != kind.prefix() {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "idempotency-key-reused",
+            format!(
+                "Idempotency-Key {:?} was used for load {} with a different body or type; use a new key for a new load",
+                idempotency_key.unwrap_or(""),
+                committed.number
+            ),
+        ));
+    }
+    let (doc, finished) = document_of_submission(st, cfg, env, &lender.id, &committed).await?;
+    tracing::info!(env, lender = %lender.id, client_id = origin.client_id, load = committed.number, "api: repeated submission answered with the earlier load");
+    Ok(Submitted {
+        status: if finished {
+            StatusCode::OK
+        } else {
+            StatusCode::ACCEPTED
+        },
+        env: env.to_string(),
+        id: committed.number,
+        document: doc,
+        repeat: true,
+        claim: committed.claim,
     })
 }
 

@@ -123,7 +123,42 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/schemas/{type}", get(reference::schema))
         .merge(authed)
         .fallback(|| async { problem::ApiError::not_found("no such resource (see /openapi.json)") })
+        .layer(axum::middleware::from_fn(request_id))
         .with_state(state)
+}
+
+/// Gives every request an id (the client's `X-Request-Id` when it is short and printable, else
+/// a new one), sent back in `X-Request-Id` and logged, with the lender and client id once the
+/// token is checked, in one line per request.
+async fn request_id(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::http::HeaderValue;
+    let id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 64 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map(str::to_string)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string()[..16].to_string());
+    let (method, path) = (req.method().clone(), req.uri().path().to_string());
+    let span = tracing::info_span!("request", request_id = %id);
+    let mut resp = tracing::Instrument::instrument(next.run(req), span).await;
+    let who = resp.extensions().get::<token::Caller>().cloned();
+    tracing::info!(
+        request_id = %id,
+        method = %method,
+        path = %path,
+        status = resp.status().as_u16(),
+        lender = who.as_ref().map_or("", |w| w.lender.as_str()),
+        client_id = who.as_ref().map_or("", |w| w.client_id.as_str()),
+        "api: request"
+    );
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        resp.headers_mut().insert("x-request-id", v);
+    }
+    resp
 }
 
 /// Binds `[api] listen` and serves the API plus `extra` (other route sets on the same listener,

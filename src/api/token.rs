@@ -267,9 +267,8 @@ async fn check_token(st: ApiState, mut req: Request, next: Next) -> Response {
             cfg: cfg.clone(),
         };
         req.extensions_mut().insert(authed);
-        let span = tracing::info_span!("api", lender = %lender.id, client_id = %client_id);
-        let _ = span.enter();
-        next.run(req).await
+        let span = tracing::info_span!("client", lender = %lender.id, client_id = %client_id);
+        tracing::Instrument::instrument(next.run(req), span).await
     } else {
         tracing::info!(lender = %lender.id, client_id = %client_id, "api: request over the rate limit");
         ApiError::too_many(
@@ -284,7 +283,18 @@ async fn check_token(st: ApiState, mut req: Request, next: Next) -> Response {
     for (n, v) in rate_headers {
         resp.headers_mut().insert(n, HeaderValue::from(v));
     }
+    resp.extensions_mut().insert(Caller {
+        lender: lender.id.clone(),
+        client_id,
+    });
     resp
+}
+
+/// Who an authenticated request came from, for the request's log line.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub lender: String,
+    pub client_id: String,
 }
 
 /// The client's address (for the defender); `None` when unknown (tests without ConnectInfo).
