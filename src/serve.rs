@@ -295,7 +295,12 @@ pub async fn serve(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<()
             ));
             Some(crate::api::serve(state, extra).await?)
         }
-        None => None,
+        None => {
+            if !cfg.operators.is_empty() || cfg.lenders.iter().any(|l| !l.users.is_empty()) {
+                tracing::warn!("console users are configured but there is no [api] listen: the web console is served on the API's listener");
+            }
+            None
+        }
     };
     let ssh = Arc::new(sftp::ssh_config(&cfg, host_key));
     ready

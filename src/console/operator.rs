@@ -197,6 +197,14 @@ fn when(t: SystemTime) -> String {
     dt.format("%Y-%m-%d %H:%M:%S UTC").to_string()
 }
 
+/// Unix seconds as UTC text; "?" when out of range.
+fn when_unix(secs: f64) -> String {
+    DateTime::from_timestamp(secs as i64, 0).map_or_else(
+        || "?".into(),
+        |t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
+    )
+}
+
 async fn logins(State(c): State<Arc<Console>>, headers: HeaderMap) -> Response {
     let s = match operator(&c, &headers) {
         Ok(s) => s,
@@ -257,7 +265,7 @@ async fn deliveries(State(c): State<Arc<Console>>, headers: HeaderMap) -> Respon
                         tbody { @for f in &d.failed { tr {
                             td { (f.lender) } td { "#" (f.load) } td { (f.channel) } td { (f.target) }
                             td { (f.attempts) } td { (f.last_error.as_deref().unwrap_or("")) }
-                            td { (when(SystemTime::UNIX_EPOCH + Duration::from_secs_f64(f.created_at.max(0.0)))) }
+                            td { (when_unix(f.created_at)) }
                         } } }
                     } },
                 }
@@ -273,4 +281,24 @@ async fn deliveries(State(c): State<Arc<Console>>, headers: HeaderMap) -> Respon
         },
         body,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_and_ages_never_panic() {
+        assert_eq!(when_unix(0.0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(when_unix(f64::NAN), "1970-01-01 00:00:00 UTC");
+        assert_eq!(when_unix(1e300), "?");
+        assert_eq!(age(Duration::from_secs(30)), "30 s");
+        assert_eq!(age(Duration::from_secs(600)), "10 min");
+        assert_eq!(age(Duration::from_secs(7300)), "2 h");
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("employees.json"), "[]").unwrap();
+        std::fs::write(d.path().join(".x.part"), "").unwrap();
+        assert_eq!(backlog(d.path()).0, 1);
+        assert_eq!(backlog(&d.path().join("missing")), (0, None));
+    }
 }
