@@ -3,8 +3,8 @@
 # raw limit (a minimal rusqlite prepared-statement loop, and the sqlite3 shell's json_each) on the
 # same schema, pragmas and machine, then measures peak RSS of a pass over a small and a big file.
 #
-#   bench/run.sh                         full size: N=1000000, MEM_SMALL=10M, MEM_BIG=1G
-#   N=20000 MEM_BIG=100M bench/run.sh    a quick run (about a minute)
+#   bench/run.sh                         full size: N=1000000, EMP_N=1000000, MEM_SMALL=100M, MEM_BIG=1G
+#   N=20000 EMP_N=20000 MEM_SMALL=10M MEM_BIG=20M bench/run.sh    a quick run (a few minutes)
 #
 #   EMP_N=30000 CASES=employees bench/run.sh   only the employee-create case, smaller
 #   CASES=memory MEM_SMALL=100M MEM_BIG=1G bench/run.sh   only the memory check

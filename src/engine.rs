@@ -279,8 +279,8 @@ fn parse_ahead(
     read
 }
 
-/// Applies one validated record (in a savepoint unless it writes with one statement), counting
-/// it and keeping its problems.
+/// Applies one validated record (in a savepoint unless its type's `single_write` says every
+/// refusal comes before its first write or from it), counting it and keeping its problems.
 fn apply_one(
     w: &mut RecordWriter<'_>,
     kind: Kind,

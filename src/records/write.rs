@@ -120,8 +120,11 @@ pub fn account_noun(k: AccountKind) -> &'static str {
 /// The columns and values of a record's own fields: every column on create, only the supplied
 /// ones on update.
 pub fn columns(r: &Record, only_supplied: bool) -> (Vec<&'static str>, Vec<Value>) {
-    let mut cols = Vec::new();
-    let mut vals = Vec::new();
+    // Sized once, with room for the few columns callers add (growing them was ~4% of an
+    // employee create's store work in realloc).
+    let n = r.kind.fields().len() + 4;
+    let mut cols = Vec::with_capacity(n);
+    let mut vals = Vec::with_capacity(n);
     for (field, slot) in r.columns() {
         if only_supplied && matches!(slot, Slot::Absent | Slot::Invalid) {
             continue;
