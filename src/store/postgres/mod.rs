@@ -21,8 +21,8 @@ use std::collections::HashMap;
 
 use super::{
     AccountKind, ApiSubmission, ApiSubmissionKey, Attempt, Delivery, FailedDelivery, Found,
-    HourActivity, Key, Link, LoadKey, LoadPage, LoadQuery, LoadRow, LoadTx, ProblemRow, RecordPage,
-    RecordQuery, RowId, Source, Store, StoreError, Table, Value, Written,
+    HourActivity, Key, Link, LoadKey, LoadPage, LoadQuery, LoadRow, LoadTx, LoanRelation,
+    ProblemRow, RecordPage, RecordQuery, RowId, Source, Store, StoreError, Table, Value, Written,
 };
 use crate::config::PgConfig;
 use crate::problem::Problem;
@@ -633,6 +633,66 @@ impl Store for PgStore {
                 &[&lender, &since],
             )?
             .map_or(0, |r| r.get(0)))
+    }
+
+    fn loan_relations(
+        &self,
+        lender: &str,
+        which: LoanRelation,
+        loan_number: &str,
+        offset: i64,
+        limit: i64,
+    ) -> Result<Option<RecordPage>, StoreError> {
+        let Some(loan) = self.query_opt(
+            "SELECT id, thread_id FROM loans WHERE lender = $1 AND loan_number = $2",
+            &[&lender, &loan_number],
+        )?
+        else {
+            return Ok(None);
+        };
+        let (loan_id, loan_thread): (i64, String) = (loan.get(0), loan.get(1));
+        // (from, columns, order): ordered by the first and last column, as SQLite does.
+        let (from, cols, order) = match which {
+            LoanRelation::Positions => (
+                "loan_positions l JOIN accounts a ON a.id = l.account_id",
+                "a.thread_id, a.external_id, l.position",
+                "a.thread_id, l.position",
+            ),
+            LoanRelation::Borrowers => (
+                "loan_borrowers l JOIN accounts a ON a.id = l.account_id",
+                "a.thread_id, a.external_id",
+                "a.thread_id, a.external_id",
+            ),
+            LoanRelation::Broker => (
+                "loan_brokers l JOIN brokers b ON b.id = l.broker_id
+                 LEFT JOIN accounts o ON o.id = l.loan_officer_account_id",
+                "b.thread_id, b.id_number, o.thread_id, o.external_id",
+                "b.thread_id, o.external_id",
+            ),
+        };
+        let total: i64 = self
+            .query_opt(
+                &format!("SELECT count(*) FROM {from} WHERE l.loan_id = $1"),
+                &[&loan_id],
+            )?
+            .map_or(0, |r| r.get(0));
+        let rows = self.query(
+            &format!(
+                "SELECT {cols} FROM {from} WHERE l.loan_id = $1 ORDER BY {order} LIMIT $2 OFFSET $3"
+            ),
+            &[&loan_id, &limit, &offset],
+        )?;
+        let rows = rows
+            .iter()
+            .map(|r| {
+                let vals = (0..r.len())
+                    .map(|i| cell(r, i))
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok((loan_thread.clone(), vals))
+            })
+            .collect::<Result<_, postgres::Error>>()
+            .map_err(backend)?;
+        Ok(Some(RecordPage { rows, total }))
     }
 
     fn problem_count(&self, row: RowId) -> Result<i64, StoreError> {
