@@ -301,7 +301,7 @@ impl LenderPass<'_, '_> {
                 )));
             }
             let from = if dry_run { &d.validate } else { &d.pickup }.join(&name);
-            let claim = claim_name_for(&name, dry_run);
+            let claim = claim_name_for(&name, dry_run, false);
             let claimed = d.work.join(&claim);
             match rename_durable(&from, &claimed) {
                 Ok(()) => {}
@@ -551,7 +551,7 @@ impl LenderPass<'_, '_> {
             lookups: &self.cfg.lookups,
             kind,
             key: &key,
-            source: Source::Sftp,
+            source: source_of_claim(claim),
             dry_run: is_dry_claim(claim),
         };
         let outcome = engine::apply_load(&mut *self.store, &req, input)?;
@@ -684,10 +684,11 @@ impl LenderPass<'_, '_> {
 /// with `FileError::NameTooLong`, under its shortened name.
 const TOO_LONG_MARK: &str = "~name-too-long";
 
-/// `<stamp>-<random>__<name>`: unique, sortable, and within the file system's 255 bytes. A
-/// name over `layout::MAX_PICKUP_NAME_BYTES` (possible only for files placed by other means than
-/// the daemon's SFTP server, which refuses them) keeps its start and gets `TOO_LONG_MARK`.
-fn claim_name_for(name: &str, dry_run: bool) -> String {
+/// `<stamp>-<random>[-web][-validate]__<name>`: unique, sortable, and within the file system's
+/// 255 bytes. A name over `layout::MAX_PICKUP_NAME_BYTES` (possible only for files placed by
+/// other means than the daemon's SFTP server, which refuses them) keeps its start and gets
+/// `TOO_LONG_MARK`.
+fn claim_name_for(name: &str, dry_run: bool, web: bool) -> String {
     let kept = if name.len() > layout::MAX_PICKUP_NAME_BYTES {
         let mut cut = layout::MAX_PICKUP_NAME_BYTES - TOO_LONG_MARK.len();
         while !name.is_char_boundary(cut) {
@@ -698,22 +699,45 @@ fn claim_name_for(name: &str, dry_run: bool) -> String {
         name.to_string()
     };
     format!(
-        "{}-{}{}__{}",
+        "{}-{}{}{}__{}",
         layout::stamp(Utc::now()),
         &uuid::Uuid::new_v4().simple().to_string()[..8],
+        if web { WEB_MARK } else { "" },
         if dry_run { DRY_RUN_MARK } else { "" },
         kept
     )
+}
+
+/// The claim a web console upload is placed under in `work/` (by the console itself, which
+/// then asks for a pass of the lender): the pass's recovery applies it like any claimed file,
+/// exactly once, with `Source` "Web" (the mark survives a crash, as the dry-run mark does).
+pub fn web_claim_name(name: &str, dry_run: bool) -> String {
+    claim_name_for(name, dry_run, true)
 }
 
 /// Ends the claim part of a file from `validate/`: after a crash, recovery knows the claimed
 /// file is a dry run.
 const DRY_RUN_MARK: &str = "-validate";
 
+/// Marks the claim part of a web console upload (before any `DRY_RUN_MARK`). The random part
+/// is hex, so it never reads as this mark.
+const WEB_MARK: &str = "-web";
+
 fn is_dry_claim(claim: &str) -> bool {
     claim
         .split_once("__")
         .is_some_and(|(c, _)| c.ends_with(DRY_RUN_MARK))
+}
+
+fn source_of_claim(claim: &str) -> Source {
+    let web = claim
+        .split_once("__")
+        .is_some_and(|(c, _)| c.split('-').any(|part| part == &WEB_MARK[1..]));
+    if web {
+        Source::Web
+    } else {
+        Source::Sftp
+    }
 }
 
 /// The CSV reader of a record type: its header is checked against the type's fields.
@@ -947,10 +971,15 @@ mod tests {
     fn claim_names_fit_whatever_the_pickup_name() {
         for len in [1, 100, 209, 210, 225, 255, 1000] {
             let name = "é".repeat(len / 2) + &"x".repeat(len % 2);
-            let c = claim_name_for(&name, true);
+            let c = claim_name_for(&name, true, false);
             assert!(is_dry_claim(&c));
-            assert!(!is_dry_claim(&claim_name_for(&name, false)));
+            assert!(!is_dry_claim(&claim_name_for(&name, false, false)));
+            let w = web_claim_name(&name, true);
+            assert!(is_dry_claim(&w) && source_of_claim(&w) == Source::Web);
+            assert_eq!(source_of_claim(&c), Source::Sftp);
+            assert_eq!(source_of_claim(&web_claim_name(&name, false)), Source::Web);
             assert!(c.len() <= 255, "{len}: {}", c.len());
+            assert!(w.len() <= 255, "{len}: {}", w.len());
             let (_, kept) = c.split_once("__").unwrap();
             assert!(kept.len() <= layout::MAX_PICKUP_NAME_BYTES);
             assert_eq!(

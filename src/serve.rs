@@ -290,7 +290,6 @@ pub async fn serve(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<()
                 live.clone(),
                 shared.clone(),
                 passes.clone(),
-                on_upload.clone(),
                 host_fingerprint.clone(),
             ));
             Some(crate::api::serve(state, extra).await?)

@@ -339,7 +339,7 @@ pub fn document(cfg: &Config) -> Value {
         "Id": {"type": "integer", "minimum": 1},
         "PickupName": {"type": "string"},
         "ProcessedName": {"type": ["string", "null"]},
-        "Source": {"type": "string", "enum": ["SFTP", "API"]},
+        "Source": {"type": "string", "enum": ["SFTP", "API", "Web"]},
         "DryRun": {"type": "boolean"},
         "StartedAt": {"type": "string"},
         "EndedAt": {"type": "string"},

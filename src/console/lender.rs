@@ -29,7 +29,6 @@ use crate::config::Config;
 use crate::input::Format;
 use crate::layout::{self, FileClass};
 use crate::records::Kind;
-use crate::sftp::fs::UploadEvent;
 use crate::store::{LoadRow, Store, StoreError};
 
 /// Loads and problems shown per page.
@@ -597,9 +596,8 @@ pub(crate) fn spool_dir(cfg: &Config) -> PathBuf {
     cfg.data_dir.join("console-spool")
 }
 
-/// Takes the multipart upload (the CSRF token must come first), writes it into the lender's
-/// `pickup/` (or `validate/` for a dry run) the way an SFTP upload lands there (a spool file,
-/// then a no-replace rename), tells the scheduler, and answers with a ticket to poll.
+/// Takes the multipart upload (the CSRF token must come first), spools it, claims it for the
+/// lender's next pass (`submit`), and answers with a ticket to poll.
 async fn upload(
     State(c): State<Arc<Console>>,
     UrlPath(env): UrlPath<String>,
@@ -763,9 +761,11 @@ async fn receive(
 
 type Refusal = Box<dyn FnOnce(bool) -> Response + Send>;
 
-/// The one way a console upload enters the intake: the spooled file `tmp` becomes
-/// `pickup/<name>` (or `validate/<name>`), published like a finished SFTP upload, and a pass
-/// of the lender is asked for.
+/// The one way a console upload enters the intake: the spooled file `tmp` is claimed for the
+/// lender's next pass (`work/<claim>`, marked as a web upload, dry run or not: see
+/// `files::web_claim_name`) and a pass of the lender is asked for. The pass's recovery applies
+/// it exactly once, in the same queue and single writer as SFTP files and API loads, with
+/// `Source` "Web"; a crash after the rename leaves it claimed, and the next pass applies it.
 async fn submit(
     c: &Console,
     w: &Who,
@@ -773,23 +773,15 @@ async fn submit(
     name: &str,
     dry_run: bool,
 ) -> Result<(), Refusal> {
-    let d = w.dirs();
-    let dir = if dry_run { d.validate } else { d.pickup };
-    let target = dir.join(name);
-    let (from, to) = (tmp.to_path_buf(), target.clone());
+    let target = w.dirs().work.join(crate::files::web_claim_name(name, dry_run));
+    let from = tmp.to_path_buf();
     let moved = tokio::task::spawn_blocking(move || {
-        std::fs::create_dir_all(to.parent().unwrap_or(Path::new(".")))?;
-        crate::fsutil::rename_noreplace_durable(&from, &to)
+        std::fs::create_dir_all(target.parent().unwrap_or(Path::new(".")))?;
+        crate::fsutil::rename_noreplace_durable(&from, &target)
     })
     .await;
     match moved {
         Ok(Ok(())) => {}
-        Ok(Err(e)) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            let msg = format!("A file named {name:?} is already waiting to be processed. Wait for it, or upload under another name.");
-            return Err(Box::new(move |json| {
-                bad_upload(json, StatusCode::CONFLICT, &msg)
-            }));
-        }
         Ok(Err(e)) => {
             let e = e.to_string();
             return Err(Box::new(move |_| server_error(e)));
@@ -798,9 +790,6 @@ async fn submit(
             let e = e.to_string();
             return Err(Box::new(move |_| server_error(e)));
         }
-    }
-    if let Some(hook) = &c.on_upload {
-        hook(&w.lender, &target, UploadEvent::Published);
     }
     let passes = c.passes.clone();
     let lender = w.lender.clone();

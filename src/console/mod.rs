@@ -5,8 +5,8 @@
 //! through the SFTP logins' `PasswordGate` and `Defender`, optional TOTP), the session check
 //! and CSRF check of every request, scoping every lender page and download to the signed-in
 //! user's lender (anything else answers 404), and the embedded assets.
-//! Must not: apply records itself (uploads go into the lender's `pickup/` or `validate/` and
-//! through a pass, like SFTP uploads), write to the store, or log a password or token.
+//! Must not: apply records itself (uploads are claimed into the lender's `work/` and applied
+//! by a pass, like SFTP uploads), write to the store, or log a password or token.
 //! Submodules: `session` (sessions, cookies, CSRF, TOTP), `views` (page chrome and shared
 //! markup), `lender` (lender pages), `operator` (operator pages).
 
@@ -34,7 +34,6 @@ use serde::Deserialize;
 use crate::config::{Config, ConsoleUser, LiveConfig};
 use crate::schedule::Passes;
 use crate::sftp::auth::Verdict;
-use crate::sftp::fs::UploadHook;
 use crate::sftp::Shared;
 use session::{Role, Session, Sessions};
 use views::Nav;
@@ -48,7 +47,6 @@ pub struct Console {
     /// The SFTP server's shared state: its defender and password gate serve sign-ins too.
     pub(crate) shared: Arc<Shared>,
     pub(crate) passes: Passes,
-    pub(crate) on_upload: Option<UploadHook>,
     pub(crate) sessions: Sessions,
     pub(crate) tickets: Mutex<HashMap<String, lender::Ticket>>,
     /// The SFTP host key's SHA256 fingerprint (connection page).
@@ -60,10 +58,9 @@ impl Console {
         live: Arc<LiveConfig>,
         shared: Arc<Shared>,
         passes: Passes,
-        on_upload: Option<UploadHook>,
         host_fingerprint: String,
     ) -> Arc<Console> {
-        // Uploads a crash interrupted before they reached `pickup/`: none is in flight yet.
+        // Uploads a crash interrupted before they were claimed: none is in flight yet.
         let spool = lender::spool_dir(&live.get());
         if let Ok(rd) = std::fs::read_dir(&spool) {
             for e in rd.flatten() {
@@ -76,7 +73,6 @@ impl Console {
             live,
             shared,
             passes,
-            on_upload,
             sessions: Sessions::default(),
             tickets: Mutex::new(HashMap::new()),
             host_fingerprint,

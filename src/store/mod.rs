@@ -119,6 +119,8 @@ pub enum Written {
 pub enum Source {
     Sftp,
     Api,
+    /// A web console upload (issue 15): a file, applied by a pass like a pickup file.
+    Web,
 }
 
 impl Source {
@@ -126,6 +128,7 @@ impl Source {
         match self {
             Source::Sftp => "SFTP",
             Source::Api => "API",
+            Source::Web => "Web",
         }
     }
 }

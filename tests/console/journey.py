@@ -186,6 +186,7 @@ def journey():
         wait(d, lambda: "q=borrowers" in d.current_url, "the filtered list")
         rows = d.find_elements(By.CSS_SELECTOR, "tbody tr")
         check(len(rows) == 1 and "borrowers.csv" in rows[0].text, "the filter keeps the CSV load only")
+        check("Web" in rows[0].text, "a console upload is listed with the source Web")
 
         # The CSV load: counts, problems, downloads; open its problem.
         d.get(csv_url)
