@@ -8,6 +8,7 @@
 #
 #   bench/api.sh                 N=100000 records, 20 s of wrk
 #   N=20000 SECS=5 bench/api.sh  a quick run
+#   PROFILE=debug ...            use target/debug (no release build; figures only indicative)
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 N=${N:-100000}
@@ -15,12 +16,13 @@ SECS=${SECS:-20}
 PORT=${PORT:-18765}
 W=${BENCH_DIR:-$ROOT/target/bench-api}
 export CARGO_TARGET_DIR=$ROOT/target
-T=$CARGO_TARGET_DIR/release
+PROFILE=${PROFILE:-release}
+T=$CARGO_TARGET_DIR/$PROFILE
 command -v wrk >/dev/null || { echo "bench: wrk is missing (apt-get install wrk)" >&2; exit 1; }
 command -v curl >/dev/null || { echo "bench: curl is missing (apt-get install curl)" >&2; exit 1; }
 
-echo "== build (release)"
-(cd "$ROOT" && cargo build --release --quiet)
+echo "== build ($PROFILE)"
+if [ "$PROFILE" = release ]; then (cd "$ROOT" && cargo build --release --quiet); else (cd "$ROOT" && cargo build --quiet); fi
 rm -rf "$W"; mkdir -p "$W"
 
 echo "== generate $N employees"

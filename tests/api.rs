@@ -609,6 +609,46 @@ async fn submit_follow_inquire_and_isolation() {
     let a = get(&c, &d, &acme, "/v1/production/borrowers").await;
     assert_eq!(a.body["_metadata"]["total"], 0);
 
+    // Relation types, per loan.
+    for t in ["loans", "loan_positions"] {
+        let f = repo().join(format!("fixtures/scenario/pass1/acme/{t}.json"));
+        let a = submit(
+            &c,
+            &d,
+            &acme,
+            &format!("/v1/production/loads/{t}?wait=30"),
+            fs::read(f).unwrap(),
+            None,
+        )
+        .await;
+        assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    }
+    let a = get(
+        &c,
+        &d,
+        &acme,
+        "/v1/production/loan_positions?Loan_Number=L1",
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    assert!(
+        a.body["_metadata"]["total"].as_i64().unwrap() >= 1,
+        "{}",
+        a.body
+    );
+    let link = &a.body["records"][0];
+    assert_eq!(link["Loan_Number"], "L1");
+    assert_eq!(link["Account_ExternalId"], "E1");
+    assert!(link["PositionName"].is_string() && link["Loan_ThreadId"].is_string());
+    let a = get(
+        &c,
+        &d,
+        &beta,
+        "/v1/production/loan_positions?Loan_Number=L1",
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::NOT_FOUND);
+
     // Isolation: beta sees none of acme's loads or records (404, not 403).
     let a = get(&c, &d, &beta, &location).await;
     assert_problem(&a, StatusCode::NOT_FOUND, "no load");
@@ -804,7 +844,9 @@ async fn bad_input_and_limits() {
     let a = get(&c, &d, &tok, "/v1/sandbox/employees?updatedSince=nope").await;
     assert_problem(&a, StatusCode::BAD_REQUEST, "updatedSince");
     let a = get(&c, &d, &tok, "/v1/sandbox/loan_positions").await;
-    assert_problem(&a, StatusCode::NOT_FOUND, "relation");
+    assert_problem(&a, StatusCode::BAD_REQUEST, "Loan_Number");
+    let a = get(&c, &d, &tok, "/v1/sandbox/loan_positions?Loan_Number=nope").await;
+    assert_problem(&a, StatusCode::NOT_FOUND, "no loan");
     // Nothing of the refused bodies is left behind.
     assert!(names(&d.path("data/api/sandbox/acme")).is_empty());
 
@@ -905,7 +947,7 @@ async fn schemathesis_finds_no_server_error_and_no_nonconformance() {
                     "--exclude-checks",
                     "positive_data_acceptance",
                     "--max-examples",
-                    "15",
+                    "10",
                     "--workers",
                     "1",
                     "--seed",

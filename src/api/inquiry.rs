@@ -6,7 +6,7 @@
 //! Must not: show another lender's records (another lender's ThreadId is a 404), or write.
 //!
 //! Fields kept outside the entity's own row (division lists, broker contacts, a partner's
-//! assignee) are not part of the answer; relation types are not listed here.
+//! assignee) are not part of the answer. Relation types are listed per loan (`?Loan_Number=`).
 
 use axum::extract::{Path as UrlPath, Query};
 use axum::http::StatusCode;
@@ -18,7 +18,7 @@ use super::loads::{check_env, open_store, parse_kind, parse_query, parse_time};
 use super::problem::ApiError;
 use super::token::Authed;
 use crate::records::{Kind, Ty};
-use crate::store::{RecordQuery, Value};
+use crate::store::{LoanRelation, RecordQuery, Value};
 
 /// The entity type's readable fields: (field name, column, type).
 pub fn readable(kind: Kind) -> Vec<(&'static str, &'static str, Ty)> {
@@ -33,10 +33,81 @@ fn entity(kind_name: &str) -> Result<Kind, ApiError> {
     let kind = parse_kind(kind_name)?;
     if kind.is_relation() || kind.spec().table.is_none() {
         return Err(ApiError::not_found(format!(
-            "{kind_name} is a relation type: its links are not listed as records (read the loans instead)"
+            "{kind_name} is a relation type: list a loan's links with GET /v1/{{env}}/{kind_name}?Loan_Number="
         )));
     }
     Ok(kind)
+}
+
+/// The relation types listed per loan, and their fields after `Loan_ThreadId`, `Loan_Number`.
+fn relation(kind: Kind) -> Option<(LoanRelation, &'static [&'static str])> {
+    match kind {
+        Kind::LoanPositions => Some((
+            LoanRelation::Positions,
+            &["Account_ThreadId", "Account_ExternalId", "PositionName"],
+        )),
+        Kind::LoanBorrowers => Some((
+            LoanRelation::Borrowers,
+            &["Account_ThreadId", "Account_ExternalId"],
+        )),
+        Kind::LoanBrokers => Some((
+            LoanRelation::Broker,
+            &[
+                "Broker_ThreadId",
+                "Broker_IdNumber",
+                "LoanOfficer_AccountThreadId",
+                "LoanOfficer_AccountExternalId",
+            ],
+        )),
+        _ => None,
+    }
+}
+
+/// `GET /v1/{env}/{relation type}?Loan_Number=`: one loan's links, in the file's field names.
+async fn relations(
+    auth: &Authed,
+    env: &str,
+    kind_name: &str,
+    (which, names): (LoanRelation, &'static [&'static str]),
+    q: &[(String, String)],
+) -> Result<Response, ApiError> {
+    let (paging, f) = parse_query(q, &["Loan_Number"])?;
+    let Some(loan) = f.get("Loan_Number").cloned() else {
+        return Err(ApiError::bad_request(format!(
+            "{kind_name} are listed per loan: give ?Loan_Number="
+        )));
+    };
+    let (cfg, env2, lender, loan2) = (
+        auth.cfg.clone(),
+        env.to_string(),
+        auth.lender.id.clone(),
+        loan.clone(),
+    );
+    let page = tokio::task::spawn_blocking(move || {
+        open_store(&cfg, &env2)?.loan_relations(&lender, which, &loan2, paging.offset, paging.limit)
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("task failed: {e}")))?
+    .map_err(ApiError::from)?
+    .ok_or_else(|| ApiError::not_found(format!("no loan with Loan_Number {loan:?} in {env}")))?;
+    let records: Vec<Json> = page
+        .rows
+        .into_iter()
+        .map(|(loan_thread, vals)| {
+            let mut m = Map::new();
+            m.insert("Loan_ThreadId".into(), Json::String(loan_thread));
+            m.insert("Loan_Number".into(), Json::String(loan.clone()));
+            for (n, v) in names.iter().zip(vals) {
+                m.insert((*n).to_string(), to_json(v, Ty::Str(0)));
+            }
+            Json::Object(m)
+        })
+        .collect();
+    let body = serde_json::json!({
+        "records": records,
+        "_metadata": {"offset": paging.offset, "limit": paging.limit, "total": page.total},
+    });
+    Ok((StatusCode::OK, axum::Json(body)).into_response())
 }
 
 fn to_json(v: Value, ty: Ty) -> Json {
@@ -104,6 +175,9 @@ pub async fn list(
     Query(q): Query<Vec<(String, String)>>,
 ) -> Result<Response, ApiError> {
     check_env(&auth.cfg, &env)?;
+    if let Some(which) = relation(parse_kind(&kind_name)?) {
+        return relations(&auth, &env, &kind_name, which, &q).await;
+    }
     let kind = entity(&kind_name)?;
     let lender_id_field = kind.lender_id_field().unwrap_or("ExternalId");
     let mut allowed = vec!["updatedSince", "Email"];

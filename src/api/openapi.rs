@@ -251,6 +251,44 @@ pub fn document(cfg: &Config) -> Value {
         }
     }));
 
+    for (name, fields) in [
+        (
+            "loan_positions",
+            &["Account_ThreadId", "Account_ExternalId", "PositionName"][..],
+        ),
+        (
+            "loan_borrowers",
+            &["Account_ThreadId", "Account_ExternalId"][..],
+        ),
+        (
+            "loan_brokers",
+            &[
+                "Broker_ThreadId",
+                "Broker_IdNumber",
+                "LoanOfficer_AccountThreadId",
+                "LoanOfficer_AccountExternalId",
+            ][..],
+        ),
+    ] {
+        let mut params = vec![env_param(cfg)];
+        params.extend(paging_params());
+        params.push(json!({"name": "Loan_Number", "in": "query", "required": true, "schema": {"type": "string"}}));
+        let mut props = Map::new();
+        for f in ["Loan_ThreadId", "Loan_Number"].iter().chain(fields) {
+            props.insert(f.to_string(), json!({"type": ["string", "null"]}));
+        }
+        paths.insert(format!("/v1/{{env}}/{name}"), json!({
+            "get": {
+                "operationId": format!("list_{name}"), "summary": format!("One loan's {name} links"),
+                "security": secured, "parameters": params,
+                "responses": answers(ok(json!({
+                    "type": "object", "required": ["records", "_metadata"],
+                    "properties": {"records": {"type": "array", "items": {"type": "object", "properties": props}}, "_metadata": {"$ref": "#/components/schemas/Metadata"}},
+                }), "application/json")),
+            }
+        }));
+    }
+
     for kind in entity_kinds() {
         let name = kind.prefix();
         let mut params = vec![env_param(cfg)];

@@ -224,6 +224,18 @@ pub struct RecordPage {
     pub total: i64,
 }
 
+/// A loan's relations of one type (issue 11, inquiry of relation types).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoanRelation {
+    /// (Account_ThreadId, Account_ExternalId, PositionName) per link.
+    Positions,
+    /// (Account_ThreadId, Account_ExternalId) per link.
+    Borrowers,
+    /// (Broker_ThreadId, Broker_IdNumber, LoanOfficer_AccountThreadId,
+    /// LoanOfficer_AccountExternalId): at most one.
+    Broker,
+}
+
 /// One queued notification with its load (issue 13).
 #[derive(Debug, Clone)]
 pub struct Delivery {
@@ -362,6 +374,16 @@ pub trait Store: Send {
     /// Quotas (issue 11): records of the lender's loads started at or after `since` (ISO 8601),
     /// refused loads and dry runs excepted.
     fn records_submitted_since(&self, lender: &str, since: &str) -> Result<i64, StoreError>;
+    /// The relations of one loan of the lender (by its Loan_Number), paged, with the total; rows
+    /// carry the loan's thread id and the values `LoanRelation` lists. `None`: no such loan.
+    fn loan_relations(
+        &self,
+        lender: &str,
+        which: LoanRelation,
+        loan_number: &str,
+        offset: i64,
+        limit: i64,
+    ) -> Result<Option<RecordPage>, StoreError>;
     /// How many problems a load has (pages of `problems_page` are by sequence number, 1..).
     fn problem_count(&self, row: RowId) -> Result<i64, StoreError>;
     /// Calls `f(index, message)` for each problem of a load, in order.

@@ -13,8 +13,8 @@ use std::path::Path;
 
 use super::{
     AccountKind, ApiSubmission, ApiSubmissionKey, Attempt, Delivery, FailedDelivery, Found,
-    HourActivity, Key, Link, LoadKey, LoadPage, LoadQuery, LoadRow, LoadTx, RecordPage,
-    RecordQuery, RowId, Source, Store, StoreError, Table, Value, Written,
+    HourActivity, Key, Link, LoadKey, LoadPage, LoadQuery, LoadRow, LoadTx, LoanRelation,
+    RecordPage, RecordQuery, RowId, Source, Store, StoreError, Table, Value, Written,
 };
 use crate::config::{StoreConfig, Synchronous};
 use crate::problem::Problem;
@@ -527,6 +527,64 @@ impl Store for SqliteStore {
 
     fn records_submitted_since(&self, lender: &str, since: &str) -> Result<i64, StoreError> {
         Ok(records_submitted_since(&self.conn, lender, since)?)
+    }
+
+    fn loan_relations(
+        &self,
+        lender: &str,
+        which: LoanRelation,
+        loan_number: &str,
+        offset: i64,
+        limit: i64,
+    ) -> Result<Option<RecordPage>, StoreError> {
+        let Some((loan_id, loan_thread)) = self
+            .conn
+            .query_row(
+                "SELECT id, thread_id FROM loans WHERE lender = ?1 AND loan_number = ?2",
+                params![lender, loan_number],
+                |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)),
+            )
+            .optional()?
+        else {
+            return Ok(None);
+        };
+        let (from, cols) = match which {
+            LoanRelation::Positions => (
+                "loan_positions l JOIN accounts a ON a.id = l.account_id",
+                "a.thread_id, a.external_id, l.position",
+            ),
+            LoanRelation::Borrowers => (
+                "loan_borrowers l JOIN accounts a ON a.id = l.account_id",
+                "a.thread_id, a.external_id",
+            ),
+            LoanRelation::Broker => (
+                "loan_brokers l JOIN brokers b ON b.id = l.broker_id
+                 LEFT JOIN accounts o ON o.id = l.loan_officer_account_id",
+                "b.thread_id, b.id_number, o.thread_id, o.external_id",
+            ),
+        };
+        let total: i64 = self.conn.query_row(
+            &format!("SELECT count(*) FROM {from} WHERE l.loan_id = ?1"),
+            [loan_id],
+            |r| r.get(0),
+        )?;
+        let width = cols.split(',').count();
+        let mut st = self.conn.prepare(&format!(
+            "SELECT {cols} FROM {from} WHERE l.loan_id = ?1 ORDER BY 1, {width} LIMIT ?2 OFFSET ?3"
+        ))?;
+        let rows = st
+            .query_map(params![loan_id, limit, offset], |r| {
+                let mut vals = Vec::with_capacity(width);
+                for i in 0..width {
+                    vals.push(match r.get::<_, Option<String>>(i)? {
+                        Some(t) => Value::Text(t),
+                        None => Value::Null,
+                    });
+                }
+                Ok((loan_thread.clone(), vals))
+            })?
+            .collect::<Result<_, _>>()?;
+        Ok(Some(RecordPage { rows, total }))
     }
 
     fn problem_count(&self, row: RowId) -> Result<i64, StoreError> {
