@@ -111,6 +111,10 @@ pub fn collect(cfg: &Config) -> Status {
     let mut lenders = Vec::new();
     let mut errors = Vec::new();
     for env in &cfg.environments {
+        if cfg.store.postgres.is_some() {
+            collect_shared(cfg, env, &mut lenders, &mut errors);
+            continue;
+        }
         let path = layout::store_path(&cfg.data_dir, env);
         let conn = if path.exists() {
             match rusqlite::Connection::open_with_flags(
@@ -159,6 +163,58 @@ pub fn collect(cfg: &Config) -> Status {
         pass_lock_held: pass_lock_held(&cfg.data_dir),
         lenders,
         errors,
+    }
+}
+
+/// One environment of a PostgreSQL store (issue 14), read through the store's own queries
+/// (opening it brings its schema to the current version, as any daemon would).
+fn collect_shared(
+    cfg: &Config,
+    env: &str,
+    lenders: &mut Vec<LenderStatus>,
+    errors: &mut Vec<String>,
+) {
+    let store = crate::store::open_env(cfg, env)
+        .map_err(|e| errors.push(e.to_string()))
+        .ok();
+    for l in &cfg.lenders {
+        let read = || -> Result<(Option<LastLoad>, i64), crate::store::StoreError> {
+            let Some(st) = &store else {
+                return Ok((None, 0));
+            };
+            let last = st.last_load(&l.id)?.map(|r| LastLoad {
+                id: r.id,
+                pickup_name: r.pickup_name,
+                ended_at: r.ended_at,
+                finished: r.finished,
+                counts: r
+                    .counts
+                    .named()
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), serde_json::json!(v)))
+                    .collect(),
+                error_message: r.error_message,
+            });
+            Ok((last, st.pending_deliveries(&l.id)?))
+        };
+        let (last_load, pending) = read().unwrap_or_else(|e| {
+            errors.push(e.to_string());
+            (None, 0)
+        });
+        let quotas = crate::quota::quotas_with(l, chrono::Utc::now(), &mut |since| match &store {
+            Some(st) => st.records_submitted_since(&l.id, since),
+            None => Ok(0),
+        })
+        .map(|q| q.windows)
+        .unwrap_or_default();
+        lenders.push(LenderStatus {
+            environment: env.to_string(),
+            lender: l.id.clone(),
+            waiting: waiting(cfg, env, &l.id),
+            last_load,
+            pending_notifications: pending,
+            quotas,
+        });
     }
 }
 

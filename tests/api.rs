@@ -728,7 +728,19 @@ async fn submit_follow_inquire(backend: Backend) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idempotent_retries_across_sigkill() {
-    let mut d = Daemon::start("");
+    idempotent_retries(Backend::Sqlite).await;
+}
+
+/// The same crash points on the PostgreSQL store: a reserved number survives, nothing twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotent_retries_across_sigkill_on_postgres() {
+    idempotent_retries(Backend::Postgres).await;
+}
+
+async fn idempotent_retries(backend: Backend) {
+    let mut d = tokio::task::spawn_blocking(move || Daemon::start_on("", backend))
+        .await
+        .unwrap();
     let c = client();
     let tok = bearer(&c, &d, "acme-client").await;
 
