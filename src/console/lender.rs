@@ -773,7 +773,10 @@ async fn submit(
     name: &str,
     dry_run: bool,
 ) -> Result<(), Refusal> {
-    let target = w.dirs().work.join(crate::files::web_claim_name(name, dry_run));
+    let target = w
+        .dirs()
+        .work
+        .join(crate::files::web_claim_name(name, dry_run));
     let from = tmp.to_path_buf();
     let moved = tokio::task::spawn_blocking(move || {
         std::fs::create_dir_all(target.parent().unwrap_or(Path::new(".")))?;
