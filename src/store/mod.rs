@@ -563,3 +563,39 @@ pub fn is_current_env(cfg: &Config, env: &str) -> bool {
         None => sqlite::is_current(&crate::layout::store_path(&cfg.data_dir, env)),
     }
 }
+
+// The schema's names, shared by every backend (the migrations of each create the same tables).
+
+/// The SQL table of an entity table.
+pub(crate) fn table_name(t: Table) -> &'static str {
+    match t {
+        Table::Accounts => "accounts",
+        Table::Brokers => "brokers",
+        Table::Loans => "loans",
+        Table::Partners => "partners",
+    }
+}
+
+pub(crate) fn lender_id_column(t: Table) -> &'static str {
+    match t {
+        Table::Accounts => "external_id",
+        Table::Brokers => "id_number",
+        Table::Loans => "loan_number",
+        Table::Partners => "email_key",
+    }
+}
+
+/// Table and key columns of a link.
+pub(crate) fn link_table(l: Link) -> (&'static str, &'static [&'static str]) {
+    match l {
+        Link::AccountDivisions => ("account_divisions", &["account_id", "division_thread_id"]),
+        Link::BrokerDivisions => ("broker_divisions", &["broker_id", "division_thread_id"]),
+        Link::BrokerContacts => ("broker_contacts", &["broker_id", "account_id", "position"]),
+        Link::LoanPositions => ("loan_positions", &["loan_id", "account_id", "position"]),
+        Link::LoanBorrowers => ("loan_borrowers", &["loan_id", "account_id"]),
+        Link::LoanBrokerContacts => (
+            "loan_broker_contacts",
+            &["loan_id", "account_id", "position"],
+        ),
+    }
+}

@@ -12,9 +12,10 @@ use rusqlite::{
 use std::path::Path;
 
 use super::{
-    AccountKind, ApiSubmission, ApiSubmissionKey, Attempt, Delivery, FailedDelivery, Found,
-    HourActivity, Key, Link, LoadKey, LoadPage, LoadQuery, LoadRow, LoadTx, LoanRelation,
-    RecordPage, RecordQuery, RowId, Source, Store, StoreError, Table, Value, Written,
+    lender_id_column, link_table, table_name, AccountKind, ApiSubmission, ApiSubmissionKey,
+    Attempt, Delivery, FailedDelivery, Found, HourActivity, Key, Link, LoadKey, LoadPage,
+    LoadQuery, LoadRow, LoadTx, LoanRelation, RecordPage, RecordQuery, RowId, Source, Store,
+    StoreError, Table, Value, Written,
 };
 use crate::config::{StoreConfig, Synchronous};
 use crate::problem::Problem;
@@ -807,39 +808,6 @@ impl rusqlite::ToSql for Value {
             Value::Int(i) => ToSqlOutput::Borrowed(ValueRef::Integer(*i)),
             Value::Text(s) => ToSqlOutput::Borrowed(ValueRef::Text(s.as_bytes())),
         })
-    }
-}
-
-fn table_name(t: Table) -> &'static str {
-    match t {
-        Table::Accounts => "accounts",
-        Table::Brokers => "brokers",
-        Table::Loans => "loans",
-        Table::Partners => "partners",
-    }
-}
-
-fn lender_id_column(t: Table) -> &'static str {
-    match t {
-        Table::Accounts => "external_id",
-        Table::Brokers => "id_number",
-        Table::Loans => "loan_number",
-        Table::Partners => "email_key",
-    }
-}
-
-/// Table and key columns of a link.
-fn link_table(l: Link) -> (&'static str, &'static [&'static str]) {
-    match l {
-        Link::AccountDivisions => ("account_divisions", &["account_id", "division_thread_id"]),
-        Link::BrokerDivisions => ("broker_divisions", &["broker_id", "division_thread_id"]),
-        Link::BrokerContacts => ("broker_contacts", &["broker_id", "account_id", "position"]),
-        Link::LoanPositions => ("loan_positions", &["loan_id", "account_id", "position"]),
-        Link::LoanBorrowers => ("loan_borrowers", &["loan_id", "account_id"]),
-        Link::LoanBrokerContacts => (
-            "loan_broker_contacts",
-            &["loan_id", "account_id", "position"],
-        ),
     }
 }
 
