@@ -291,6 +291,16 @@ fn not_ready(cfg: &Config, ready: &Readiness) -> Option<String> {
     if !ready.listening.load(Ordering::SeqCst) {
         return Some("the SFTP listener is not up".into());
     }
+    if cfg.store.postgres.is_some() {
+        // PostgreSQL (issue 14): ready when every environment's store opens (connects, with
+        // its schema migrated); the error names the cause, never the password.
+        for env in &cfg.environments {
+            if let Err(e) = crate::store::open_env(cfg, env) {
+                return Some(format!("store of {env}: {e}"));
+            }
+        }
+        return None;
+    }
     for env in &cfg.environments {
         let path = crate::layout::store_path(&cfg.data_dir, env);
         if !path.exists() {
@@ -310,4 +320,31 @@ fn not_ready(cfg: &Config, ready: &Readiness) -> Option<String> {
         }
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn readiness_on_postgres_names_an_unreachable_store() {
+        let dir = tempfile::tempdir().unwrap();
+        // A port nothing listens on.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let text = format!(
+            "data_dir = {:?}\n[store]\nurl = \"postgres://bulkload@127.0.0.1:{port}/bulkload\"\n",
+            dir.path()
+        );
+        let cfg = Config::parse(&text, "test", dir.path()).unwrap();
+        let ready = Readiness {
+            listening: Arc::new(std::sync::atomic::AtomicBool::new(true)),
+        };
+        let why = not_ready(&cfg, &ready).expect("an unreachable store is not ready");
+        assert!(why.starts_with("store of sandbox: "), "{why}");
+        assert!(why.to_lowercase().contains("refused"), "{why}");
+    }
 }
