@@ -321,34 +321,10 @@ impl LenderPass<'_, '_> {
     /// Files in `validate/` ready for a dry run, in dependency order (the same rules as
     /// `pickup/`: ignored names, settle time, no folders).
     fn scan_validate(&mut self) -> Result<Vec<String>, PassError> {
-        let dir = &self.dirs.validate;
         let now = SystemTime::now();
         let mut names = Vec::new();
-        let entries = match fs::read_dir(dir) {
-            Ok(e) => e,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(names),
-            Err(e) => return Err(io_err("cannot list", dir)(e)),
-        };
-        for entry in entries {
-            let entry = entry.map_err(io_err("cannot list", dir))?;
-            let Some(name) = entry.file_name().to_str().map(str::to_string) else {
-                continue;
-            };
-            if layout::is_ignored_name(&name) {
-                continue;
-            }
-            let Ok(meta) = entry.path().symlink_metadata() else {
-                continue;
-            };
-            if meta.is_dir() {
-                continue;
-            }
-            let age = meta
-                .modified()
-                .ok()
-                .and_then(|m| now.duration_since(m).ok())
-                .unwrap_or(Duration::ZERO);
-            if age < self.opts.settle && !meta.file_type().is_symlink() {
+        for (name, _, meta) in candidates(&self.dirs.validate, true, self.env, &self.lender.id)? {
+            if age_of(&meta, now) < self.opts.settle && !meta.file_type().is_symlink() {
                 continue;
             }
             names.push(name);
@@ -390,30 +366,11 @@ impl LenderPass<'_, '_> {
 
     /// Pickup files ready for this pass, in dependency order.
     fn scan(&mut self) -> Result<Vec<String>, PassError> {
-        let pickup = &self.dirs.pickup;
         let now = SystemTime::now();
         let mut names = Vec::new();
-        for entry in fs::read_dir(pickup).map_err(io_err("cannot list", pickup))? {
-            let entry = entry.map_err(io_err("cannot list", pickup))?;
-            let Some(name) = entry.file_name().to_str().map(str::to_string) else {
-                tracing::warn!(env = self.env, lender = %self.lender.id, "pickup file name is not UTF-8; skipped");
-                continue;
-            };
-            if layout::is_ignored_name(&name) {
-                continue;
-            }
-            let Ok(meta) = entry.path().symlink_metadata() else {
-                continue;
-            };
-            if meta.is_dir() {
-                continue;
-            }
-            let age = meta
-                .modified()
-                .ok()
-                .and_then(|m| now.duration_since(m).ok())
-                .unwrap_or(Duration::ZERO);
-            let published = self.opts.complete.and_then(|f| f(&entry.path()));
+        for (name, path, meta) in candidates(&self.dirs.pickup, false, self.env, &self.lender.id)? {
+            let age = age_of(&meta, now);
+            let published = self.opts.complete.and_then(|f| f(&path));
             let wait = match published {
                 Some(wait) => wait,
                 None if meta.file_type().is_symlink() => Duration::ZERO,
@@ -678,6 +635,50 @@ impl LenderPass<'_, '_> {
         });
         Ok(())
     }
+}
+
+/// The files of a scanned folder (`pickup/` or `validate/`) that may be claimed: UTF-8 names
+/// (others are logged and skipped), not ignored names, not folders; with their metadata (not
+/// followed). `missing_ok`: a folder not there yet lists nothing.
+fn candidates(
+    dir: &Path,
+    missing_ok: bool,
+    env: &str,
+    lender: &str,
+) -> Result<Vec<(String, PathBuf, fs::Metadata)>, PassError> {
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if missing_ok && e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(io_err("cannot list", dir)(e)),
+    };
+    let mut found = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(io_err("cannot list", dir))?;
+        let Some(name) = entry.file_name().to_str().map(str::to_string) else {
+            tracing::warn!(env, lender, dir = %dir.display(), "file name is not UTF-8; skipped");
+            continue;
+        };
+        if layout::is_ignored_name(&name) {
+            continue;
+        }
+        let path = entry.path();
+        let Ok(meta) = path.symlink_metadata() else {
+            continue;
+        };
+        if meta.is_dir() {
+            continue;
+        }
+        found.push((name, path, meta));
+    }
+    Ok(found)
+}
+
+/// How long ago a file was last modified (zero for a time in the future or unknown).
+fn age_of(meta: &fs::Metadata, now: SystemTime) -> Duration {
+    meta.modified()
+        .ok()
+        .and_then(|m| now.duration_since(m).ok())
+        .unwrap_or(Duration::ZERO)
 }
 
 /// Ends the name part of a claim whose pickup name was too long to keep: the file is refused
