@@ -6,8 +6,9 @@
 //! links of an employee.
 //! Must not: know which of the three types it writes beyond `AccountKind` and the division link.
 
+use super::write::ApplyError;
 use super::write::{columns, email_key, key_value, Applied, Writer};
-use super::{Outcome, Record, Slot};
+use super::{Mode, Outcome, Record, Slot};
 use crate::store::{AccountKind, Found, Link, Table, Value};
 
 macro_rules! account_fields {
@@ -58,6 +59,47 @@ pub fn create(
     Ok(Outcome::Created)
 }
 
+/// An update or upsert naming its account by ExternalId alone and no divisions, applied in one
+/// statement when the account exists, is of `kind` and keeps its email key (the common case of an update file:
+/// no find, no email check, no unique index touched): `Some(Updated)`. `None` when anything
+/// else holds: the caller goes the ordinary way (`Writer::entity`), which writes the same and
+/// gives every refusal its message.
+pub fn update_in_place(
+    w: &mut Writer<'_>,
+    r: &Record,
+    kind: AccountKind,
+    divisions: Option<&str>,
+) -> Result<Option<Outcome>, ApplyError> {
+    // Divisions need the row's id: those records go the ordinary way.
+    let divided = divisions.is_some_and(|field| r.list(field).is_some());
+    if !matches!(r.mode, Mode::Update | Mode::Upsert) || r.str("ThreadId").is_some() || divided {
+        return Ok(None);
+    }
+    let Some(external_id) = r.str("ExternalId") else {
+        return Ok(None);
+    };
+    let email = r.slot("Email");
+    // A supplied email (or null) must be the one stored, up to case: a change is checked first.
+    let same_email = match email {
+        Slot::Set(_) | Slot::Null => Some(email_key(email)),
+        _ => None,
+    };
+    let (mut cols, mut vals) = columns(r, true);
+    if let Some(i) = cols.iter().position(|c| *c == "external_id") {
+        cols.remove(i);
+        vals.remove(i);
+    }
+    let updated = w.tx.update_in_place(
+        Table::Accounts,
+        Some(kind),
+        external_id,
+        same_email.as_ref().map(|k| k.as_deref()),
+        &cols,
+        &vals,
+    )?;
+    Ok(updated.then_some(Outcome::Updated))
+}
+
 /// Updates an account row: the supplied fields, the email key, the divisions when given.
 pub fn update(w: &mut Writer<'_>, r: &Record, found: &Found, divisions: Option<&str>) -> Applied {
     let email = r.slot("Email");
@@ -66,11 +108,12 @@ pub fn update(w: &mut Writer<'_>, r: &Record, found: &Found, divisions: Option<&
         w.check_email(email, Some(found.id), false)?;
     }
     let (mut cols, mut vals) = columns(r, true);
-    if matches!(email, Slot::Set(_) | Slot::Null) {
+    // The key only when it changes: it is indexed (a case-only change keeps it).
+    if matches!(email, Slot::Set(_) | Slot::Null) && email_key(email) != found.email_key {
         cols.push("email_key");
         vals.push(key_value(email_key(email)));
     }
-    w.update(r, Table::Accounts, found.id, &cols, &vals)?;
+    w.update(r, Table::Accounts, found.id, cols, vals)?;
     if let Some(field) = divisions {
         if let Some(d) = r.list(field) {
             w.set_divisions(Link::AccountDivisions, found.id, d, true)?;

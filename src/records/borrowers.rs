@@ -29,6 +29,9 @@ pub static SPEC: Spec = Spec {
 fn rules(_: &mut Record, _: Option<super::Ctx<'_>>, _: &mut Problems) {}
 
 fn write(r: &Record, w: &mut Writer<'_>) -> Applied {
+    if let Some(done) = account::update_in_place(w, r, AccountKind::Borrower, None)? {
+        return Ok(done);
+    }
     w.entity(
         r,
         Table::Accounts,

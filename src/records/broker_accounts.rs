@@ -30,6 +30,9 @@ pub static SPEC: Spec = Spec {
 fn rules(_: &mut Record, _: Option<super::Ctx<'_>>, _: &mut Problems) {}
 
 fn write(r: &Record, w: &mut Writer<'_>) -> Applied {
+    if let Some(done) = account::update_in_place(w, r, AccountKind::BrokerAccount, None)? {
+        return Ok(done);
+    }
     w.entity(
         r,
         Table::Accounts,

@@ -181,7 +181,7 @@ fn update(w: &mut Writer<'_>, r: &Record, found: &Found) -> Applied {
         }
     }
     let (cols, vals) = columns(r, true);
-    w.update(r, Table::Brokers, found.id, &cols, &vals)?;
+    w.update(r, Table::Brokers, found.id, cols, vals)?;
     if let (Some(o), Slot::Set(_) | Slot::Null) = (owner, email) {
         let v = super::write::to_value(email);
         w.tx.update(

@@ -39,6 +39,9 @@ fn single_write(_: &Record) -> bool {
 }
 
 fn write(r: &Record, w: &mut Writer<'_>) -> Applied {
+    if let Some(done) = account::update_in_place(w, r, AccountKind::Employee, Some(DIVISIONS))? {
+        return Ok(done);
+    }
     w.entity(
         r,
         Table::Accounts,

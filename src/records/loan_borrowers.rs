@@ -55,10 +55,15 @@ fn rules(r: &mut Record, _: Option<super::Ctx<'_>>, problems: &mut Problems) {
 
 fn write(r: &Record, w: &mut Writer<'_>) -> Applied {
     let loan = w.loan(r)?;
+    let named = r.reference("Account_ThreadId", "Account_ExternalId");
+    let (link, want) = (Link::LoanBorrowers, AccountKind::Borrower);
+    if let Some(done) = w.add_account_link(r.mode, link, loan.id, want, &named, &[])? {
+        return Ok(done);
+    }
     let account = w.account(
-        AccountKind::Borrower,
+        want,
         Kind::Borrowers.noun(),
-        &r.reference("Account_ThreadId", "Account_ExternalId"),
+        &named,
         "Account_ThreadId",
         "Account_ExternalId",
     )?;

@@ -82,24 +82,37 @@ fn write(r: &Record, w: &mut Writer<'_>) -> Applied {
             format!("\"{asked}\" is not enabled for the loan's division \"{dname}\" (see lookups/positions.csv)."),
         ));
     };
+    let named = r.reference("Account_ThreadId", "Account_ExternalId");
+    let (link, want) = (Link::LoanPositions, AccountKind::Employee);
+    let position = Value::Text(position);
+    let rest = std::slice::from_ref(&position);
+    if let Some(done) = w.add_account_link(r.mode, link, loan.id, want, &named, rest)? {
+        return Ok(done);
+    }
     let account = w.account(
-        AccountKind::Employee,
+        want,
         Kind::Employees.noun(),
-        &r.reference("Account_ThreadId", "Account_ExternalId"),
+        &named,
         "Account_ThreadId",
         "Account_ExternalId",
     )?;
-    let missing = format!(
-        "The employee does not hold position \"{position}\" on this loan; nothing to delete."
-    );
+    let held = match &position {
+        Value::Text(p) => p.as_str(),
+        _ => "",
+    };
+    let missing = || {
+        Problem::sentence(
+            None,
+            Code::NotFound,
+            format!(
+                "The employee does not hold position \"{held}\" on this loan; nothing to delete."
+            ),
+        )
+    };
     w.relation(
         r.mode,
-        Link::LoanPositions,
-        &[
-            Value::Int(loan.id),
-            Value::Int(account),
-            Value::Text(position),
-        ],
-        || Problem::sentence(None, Code::NotFound, missing),
+        link,
+        &[Value::Int(loan.id), Value::Int(account), position.clone()],
+        missing,
     )
 }

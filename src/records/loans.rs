@@ -158,7 +158,7 @@ fn update(w: &mut Writer<'_>, r: &Record, found: &Found) -> Applied {
         cols.remove(i);
         vals.remove(i);
     }
-    w.update(r, Table::Loans, found.id, &cols, &vals)?;
+    w.update(r, Table::Loans, found.id, cols, vals)?;
     Ok(Outcome::Updated)
 }
 

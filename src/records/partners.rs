@@ -371,7 +371,7 @@ fn update(w: &mut Writer<'_>, r: &Record, found: &Found) -> Applied {
         cols.push("assignee_account_id");
         vals.push(Value::Int(a));
     }
-    w.update(r, Table::Partners, found.id, &cols, &vals)?;
+    w.update(r, Table::Partners, found.id, cols, vals)?;
     Ok(Outcome::Updated)
 }
 

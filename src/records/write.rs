@@ -57,21 +57,62 @@ pub struct Writer<'a> {
     pub lender: &'a Lender,
     /// Loans and brokers relation records named, by how they were named (see `Found`).
     found: FoundCache,
+    /// The entity being updated was found by the record's own lender id (no ThreadId given), so
+    /// its lender-id column already holds that value and the update leaves it out (setting an
+    /// indexed column, even to its own value, makes the store rewrite its index entries:
+    /// bench/README.md "Issue 10: unchanged indexed columns").
+    by_lender_id: bool,
 }
 
 /// Loans and brokers found by the relation records of one load: a relation file names the same
 /// loan many times (one lookup per record was a third of a relation load's store work,
 /// bench/README.md "Issue 10"). Sound because a `Writer` lives for one load, a load holds one
 /// record type, and relation types never write the loans or brokers tables they look up (only
-/// their links), so an answer stays true for the whole load. Bounded: a map is emptied when full.
+/// their links), so an answer stays true for the whole load. Bounded: a map is emptied when
+/// full; an entry is a key and 16 bytes (a loan's division as an index into the lender's), so
+/// a full map is ~4 MiB and covers 64k loans named in any order (a round robin over more
+/// loans than the map holds missed every time with 8k entries).
 #[derive(Default)]
 struct FoundCache {
     /// [loans by thread id, loans by LoanNumber, brokers by thread id, brokers by IdNumber]
-    maps: [std::collections::HashMap<String, Option<Found>>; 4],
+    maps: [std::collections::HashMap<Box<str>, Option<Hit>, FnvBuild>; 4],
 }
 
-/// Entries per map before it is emptied (each holds an id and a `Found`: ~1 MiB at most each).
-const FOUND_CACHE_ENTRIES: usize = 8192;
+/// What the cache keeps of a found loan or broker.
+#[derive(Clone, Copy)]
+struct Hit {
+    id: RowId,
+    /// A loan's division: its index in the lender's divisions.
+    division: Option<u16>,
+}
+
+/// Entries per map before it is emptied.
+const FOUND_CACHE_ENTRIES: usize = 1 << 16;
+
+/// FNV-1a: the cache's keys are short ids, where SipHash was a visible share of a relation
+/// add's work and flooding is no concern (the keys are the lender's own, the map bounded).
+#[derive(Default, Clone, Copy)]
+struct FnvBuild;
+
+struct Fnv(u64);
+
+impl std::hash::BuildHasher for FnvBuild {
+    type Hasher = Fnv;
+    fn build_hasher(&self) -> Fnv {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl std::hash::Hasher for Fnv {
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3);
+        }
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
 
 impl<'a> Writer<'a> {
     pub fn new(tx: &'a mut dyn LoadTx, lender: &'a Lender) -> Self {
@@ -79,6 +120,7 @@ impl<'a> Writer<'a> {
             tx,
             lender,
             found: FoundCache::default(),
+            by_lender_id: false,
         }
     }
 }
@@ -171,7 +213,12 @@ impl Writer<'_> {
         };
         match (r.mode, found) {
             (Mode::Create, _) => create(self, r),
-            (Mode::Update | Mode::Upsert, Some(f)) => update(self, r, &f),
+            (Mode::Update | Mode::Upsert, Some(f)) => {
+                self.by_lender_id = id.thread_id.is_none();
+                let applied = update(self, r, &f);
+                self.by_lender_id = false;
+                applied
+            }
             (Mode::Upsert, None) if id.thread_id.is_none() => create(self, r),
             _ => {
                 let by = if id.thread_id.is_some() {
@@ -208,16 +255,24 @@ impl Writer<'_> {
         }
     }
 
-    /// Updates an entity row; a taken lender id becomes the record's problem.
+    /// Updates an entity row; a taken lender id becomes the record's problem. The lender-id
+    /// column is left out when the row was found by it (it holds that value already).
     pub fn update(
         &mut self,
         r: &Record,
         table: Table,
         id: RowId,
-        cols: &[&str],
-        vals: &[Value],
+        mut cols: Vec<&'static str>,
+        mut vals: Vec<Value>,
     ) -> Result<(), ApplyError> {
-        match self.tx.update(table, id, cols, vals)? {
+        if self.by_lender_id {
+            let column = crate::store::lender_id_column(table);
+            if let Some(i) = cols.iter().position(|c| *c == column) {
+                cols.remove(i);
+                vals.remove(i);
+            }
+        }
+        match self.tx.update(table, id, &cols, &vals)? {
             Written::Row(_) => Ok(()),
             Written::Duplicate => Err(self.taken(r)?),
         }
@@ -380,6 +435,29 @@ impl Writer<'_> {
         }
     }
 
+    /// A relation add naming its account by lender id alone, in one statement when the account
+    /// exists, is of the kind wanted and the link is new (the common case of a relation file):
+    /// `Some(Added)`. `None` when anything else holds: the caller resolves and links the
+    /// ordinary way, which gives every refusal its message.
+    pub fn add_account_link(
+        &mut self,
+        mode: Mode,
+        link: Link,
+        owner: RowId,
+        want: AccountKind,
+        account: &Ref,
+        rest: &[Value],
+    ) -> Result<Option<Outcome>, StoreError> {
+        match (mode, &account.thread_id, &account.lender_id) {
+            (Mode::Add, None, Some(external_id))
+                if self.tx.link_account(link, owner, want, external_id, rest)? =>
+            {
+                Ok(Some(Outcome::Added))
+            }
+            _ => Ok(None),
+        }
+    }
+
     /// Resolves a loan or broker named by a pair of fields; both given must agree.
     pub fn named(
         &mut self,
@@ -438,15 +516,46 @@ impl Writer<'_> {
             Table::Brokers => 2,
             Table::Accounts | Table::Partners => return self.tx.find(table, key, None),
         } + usize::from(!by_thread);
-        let map = &mut self.found.maps[slot];
-        if let Some(hit) = map.get(id) {
-            return Ok(hit.clone());
+        let divisions = &self.lender.divisions;
+        if let Some(hit) = self.found.maps[slot].get(id) {
+            return Ok(hit.map(|h| Found {
+                id: h.id,
+                kind: None,
+                division: h
+                    .division
+                    .and_then(|i| divisions.get(usize::from(i)))
+                    .map(|d| d.thread_id.clone()),
+                email_key: None,
+            }));
         }
         let found = self.tx.find(table, key, None)?;
-        if map.len() >= FOUND_CACHE_ENTRIES {
-            map.clear();
+        let hit = match &found {
+            None => Some(None),
+            Some(f) => match &f.division {
+                None => Some(Some(Hit {
+                    id: f.id,
+                    division: None,
+                })),
+                // A division the lender no longer configures is not kept (asked again).
+                Some(d) => divisions
+                    .iter()
+                    .position(|x| x.thread_id.eq_ignore_ascii_case(d))
+                    .and_then(|i| u16::try_from(i).ok())
+                    .map(|i| {
+                        Some(Hit {
+                            id: f.id,
+                            division: Some(i),
+                        })
+                    }),
+            },
+        };
+        if let Some(hit) = hit {
+            let map = &mut self.found.maps[slot];
+            if map.len() >= FOUND_CACHE_ENTRIES {
+                map.clear();
+            }
+            map.insert(id.into(), hit);
         }
-        map.insert(id.to_string(), found.clone());
         Ok(found)
     }
 

@@ -485,6 +485,40 @@ pub trait LoadTx {
     fn get(&mut self, table: Table, id: RowId, col: &str) -> Result<Value, StoreError>;
     /// Adds a link; false when it was there already.
     fn link(&mut self, link: Link, keys: &[Value]) -> Result<bool, StoreError>;
+    /// Updates, in one statement, the row of `table` (of account `kind` when given) whose lender
+    /// id is `lender_id`, provided its email key is the one given (`Some(key)`, `Some(None)` for
+    /// none; `None`: whatever it is): `true` when a row was updated, `false` when none matched,
+    /// and the caller then goes the ordinary way (find, check, update). `cols` hold neither the
+    /// lender id nor the email key, so no unique index is touched. The default matches nothing,
+    /// so that every backend is correct without it (bench/README.md "Issue 10: updates in one
+    /// statement").
+    fn update_in_place(
+        &mut self,
+        _table: Table,
+        _kind: Option<AccountKind>,
+        _lender_id: &str,
+        _email_key: Option<Option<&str>>,
+        _cols: &[&str],
+        _vals: &[Value],
+    ) -> Result<bool, StoreError> {
+        Ok(false)
+    }
+    /// Links `owner` to the account of `kind` whose lender id is `external_id`, in one
+    /// statement: `rest` are the link's keys after the account (a position). `true` when the
+    /// link was written; `false` says only that nothing was (no such account, another kind, or
+    /// the link exists), and the caller finds out which the ordinary way. The default writes
+    /// nothing, so that every backend is correct without it (a relation add is then a find and
+    /// a link: bench/README.md "Issue 10: relation adds in one statement").
+    fn link_account(
+        &mut self,
+        _link: Link,
+        _owner: RowId,
+        _kind: AccountKind,
+        _external_id: &str,
+        _rest: &[Value],
+    ) -> Result<bool, StoreError> {
+        Ok(false)
+    }
     /// Removes a link; false when there was none.
     fn unlink(&mut self, link: Link, keys: &[Value]) -> Result<bool, StoreError>;
     /// Removes every link of an owner row.
@@ -576,7 +610,7 @@ pub(crate) fn table_name(t: Table) -> &'static str {
     }
 }
 
-pub(crate) fn lender_id_column(t: Table) -> &'static str {
+pub fn lender_id_column(t: Table) -> &'static str {
     match t {
         Table::Accounts => "external_id",
         Table::Brokers => "id_number",

@@ -1029,6 +1029,75 @@ impl LoadTx for SqliteTx<'_> {
         Ok(n > 0)
     }
 
+    fn update_in_place(
+        &mut self,
+        table: Table,
+        kind: Option<AccountKind>,
+        lender_id: &str,
+        email_key: Option<Option<&str>>,
+        cols: &[&str],
+        vals: &[Value],
+    ) -> Result<bool, StoreError> {
+        let which =
+            table as u8 | u8::from(kind.is_some()) << 2 | u8::from(email_key.is_some()) << 3;
+        let q = self.index(op(13, which), cols, || {
+            let mut sets: Vec<String> = cols.iter().map(|c| format!("{c} = ?")).collect();
+            sets.push("updated_load = ?".into());
+            let mut wh = format!("lender = ? AND {} = ?", lender_id_column(table));
+            if kind.is_some() {
+                wh.push_str(" AND kind = ?");
+            }
+            if email_key.is_some() {
+                wh.push_str(" AND email_key IS ?");
+            }
+            format!(
+                "UPDATE {} SET {} WHERE {wh}",
+                table_name(table),
+                sets.join(", ")
+            )
+        })?;
+        let kind = kind.map(AccountKind::as_str);
+        let mut all: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(vals.len() + 5);
+        all.extend(vals.iter().map(|v| v as &dyn rusqlite::ToSql));
+        all.extend([&self.id as &dyn rusqlite::ToSql, &self.lender, &lender_id]);
+        if let Some(k) = &kind {
+            all.push(k);
+        }
+        if let Some(e) = &email_key {
+            all.push(e);
+        }
+        // Not RETURNING: it made the statement cost more than a find and an update together.
+        Ok(self.stmts[q].execute(&all[..])? > 0)
+    }
+
+    fn link_account(
+        &mut self,
+        link: Link,
+        owner: RowId,
+        kind: AccountKind,
+        external_id: &str,
+        rest: &[Value],
+    ) -> Result<bool, StoreError> {
+        let (table, cols) = link_table(link);
+        let lender = self.lender;
+        let kind = kind.as_str();
+        // The account is the link's second key; the rest follow it.
+        let st = self.stmt(op(12, link as u8), &[], || {
+            let tail: String = (0..cols.len().saturating_sub(2))
+                .map(|i| format!(", ?{}", i + 5))
+                .collect();
+            format!(
+                "INSERT OR IGNORE INTO {table} ({}) SELECT ?1, a.id{tail} FROM accounts a
+                 WHERE a.lender = ?2 AND a.external_id = ?3 AND a.kind = ?4",
+                cols.join(", ")
+            )
+        })?;
+        let mut keys: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(4 + rest.len());
+        keys.extend([&owner as &dyn rusqlite::ToSql, &lender, &external_id, &kind]);
+        keys.extend(rest.iter().map(|v| v as &dyn rusqlite::ToSql));
+        Ok(st.execute(&keys[..])? > 0)
+    }
+
     fn unlink(&mut self, link: Link, keys: &[Value]) -> Result<bool, StoreError> {
         let (table, cols) = link_table(link);
         let n = self
