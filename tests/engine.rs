@@ -178,3 +178,177 @@ fn a_store_folder_that_cannot_be_made_is_named() {
     assert!(err.contains("cannot create the store's folder"), "{err}");
     assert!(!err.contains("ToSqlConversion"), "{err}");
 }
+
+/// Speed issue: updates by ExternalId and relation adds by Account_ExternalId take one statement
+/// when they can (SQLite); whatever they cannot (an email changed or taken, another kind, a
+/// missing account, a link already there, a delete) goes the ordinary way with its message.
+/// Every case checked by its result and by the rows, on both backends.
+fn one_statement_paths_keep_every_rule(backend: Backend) {
+    let home = Home::with_backend(&repo().join("fixtures/config.toml"), backend);
+    let pickup = home.pickup("beta", "sandbox");
+    let write = |name: &str, text: &str| fs::write(pickup.join(name), text).unwrap();
+    write(
+        "employees_1.json",
+        r#"[{"Mode":"create","ExternalId":"E1","Email":"a@x.test","FirstName":"Al"},
+            {"Mode":"create","ExternalId":"E2","Email":"c@x.test"}]"#,
+    );
+    write(
+        "borrowers_1.json",
+        r#"[{"Mode":"create","ExternalId":"B1","Email":"b@x.test"},
+            {"Mode":"create","ExternalId":"B2","Email":"s@x.test"}]"#,
+    );
+    write("loans_1.json", r#"[{"Mode":"create","LoanNumber":"L1"}]"#);
+    home.run();
+    write(
+        "employees_2.json",
+        r#"[{"Mode":"update","ExternalId":"E1","Email":"A@X.test","FirstName":"Ann"},
+            {"Mode":"update","ExternalId":"E2","Email":"a@x.test"},
+            {"Mode":"update","ExternalId":"B1","FirstName":"No"},
+            {"Mode":"update","ExternalId":"E9","FirstName":"No"},
+            {"Mode":"upsert","ExternalId":"E2","Email":"d@x.test"},
+            {"Mode":"upsert","ExternalId":"E3","Email":"e@x.test"},
+            {"Mode":"update","ExternalId":"E1","LastName":"Lee"}]"#,
+    );
+    write(
+        "borrowers_2.json",
+        r#"[{"Mode":"update","ExternalId":"B1","Email":"s@x.test"},
+            {"Mode":"update","ExternalId":"B2","Email":"S@x.test","FirstName":"Sue"}]"#,
+    );
+    write(
+        "loan_borrowers_2.json",
+        r#"[{"Mode":"add","Loan_Number":"L1","Account_ExternalId":"B1"},
+            {"Mode":"add","Loan_Number":"L1","Account_ExternalId":"B1"},
+            {"Mode":"add","Loan_Number":"L1","Account_ExternalId":"E1"},
+            {"Mode":"add","Loan_Number":"L1","Account_ExternalId":"B9"},
+            {"Mode":"delete","Loan_Number":"L1","Account_ExternalId":"B2"}]"#,
+    );
+    write(
+        "loan_positions_2.json",
+        r#"[{"Mode":"add","Loan_Number":"L1","Account_ExternalId":"E1","PositionName":"AEA"},
+            {"Mode":"add","Loan_Number":"L1","Account_ExternalId":"B1","PositionName":"AEA"},
+            {"Mode":"add","Loan_Number":"L1","Account_ExternalId":"E1","PositionName":"aea"}]"#,
+    );
+    home.run();
+    let by_name = |name: &str| -> serde_json::Value {
+        results_of(&home, "beta")
+            .into_iter()
+            .find(|r| r["PickupName"] == name)
+            .unwrap_or_else(|| panic!("no result for {name}"))
+    };
+    let problems = |r: &serde_json::Value| -> Vec<(i64, String)> {
+        r["Problems"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                (
+                    p["Index"].as_i64().unwrap(),
+                    p["Message"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    };
+    let counts = |r: &serde_json::Value, keys: &[&str]| -> Vec<i64> {
+        keys.iter().map(|k| r[*k].as_i64().unwrap()).collect()
+    };
+    let emp = by_name("employees_2.json");
+    assert_eq!(
+        counts(
+            &emp,
+            &["NumCreateSuccess", "NumUpdateSuccess", "NumUpdateFailure"]
+        ),
+        [1, 3, 3]
+    );
+    let taken = "Email: \"a@x.test\" is already in use; account emails must be unique across the whole system.";
+    assert_eq!(
+        problems(&emp),
+        [
+            (1, taken.to_string()),
+            (2, "No employee for supplied ExternalId exists.".to_string()),
+            (3, "No employee for supplied ExternalId exists.".to_string()),
+        ]
+    );
+    let bor = by_name("borrowers_2.json");
+    assert_eq!(
+        counts(&bor, &["NumUpdateSuccess", "NumUpdateFailure"]),
+        [1, 1]
+    );
+    assert_eq!(
+        problems(&bor),
+        [(0, "Email: \"s@x.test\" is already in use; account emails must be unique across the whole system.".to_string())]
+    );
+    let lb = by_name("loan_borrowers_2.json");
+    assert_eq!(
+        counts(&lb, &["NumAddSuccess", "NumAddFailure", "NumDeleteFailure"]),
+        [2, 2, 1]
+    );
+    assert_eq!(
+        problems(&lb),
+        [
+            (
+                2,
+                "Account_ExternalId: the account is an employee, not a borrower.".to_string()
+            ),
+            (
+                3,
+                "No borrower for supplied Account_ExternalId exists.".to_string()
+            ),
+            (
+                4,
+                "The borrower is not on this loan; nothing to delete.".to_string()
+            ),
+        ]
+    );
+    let lp = by_name("loan_positions_2.json");
+    assert_eq!(counts(&lp, &["NumAddSuccess", "NumAddFailure"]), [2, 1]);
+    assert_eq!(
+        problems(&lp),
+        [(
+            1,
+            "Account_ExternalId: the account is a borrower, not an employee.".to_string()
+        )]
+    );
+    if backend == Backend::Sqlite {
+        let db = rusqlite::Connection::open(home.data.join("db/sandbox.sqlite3")).unwrap();
+        let row = |ext: &str| -> (
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+        ) {
+            db.query_row(
+                "SELECT email, email_key, first_name, last_name FROM accounts WHERE external_id = ?1",
+                [ext],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .unwrap()
+        };
+        let s = |v: &str| Some(v.to_string());
+        assert_eq!(
+            row("E1"),
+            (s("A@X.test"), s("a@x.test"), s("Ann"), s("Lee"))
+        );
+        assert_eq!(row("E2"), (s("d@x.test"), s("d@x.test"), None, None));
+        assert_eq!(row("E3"), (s("e@x.test"), s("e@x.test"), None, None));
+        assert_eq!(row("B1"), (s("b@x.test"), s("b@x.test"), None, None));
+        assert_eq!(row("B2"), (s("S@x.test"), s("s@x.test"), s("Sue"), None));
+        let links: i64 = db
+            .query_row(
+                "SELECT (SELECT count(*) FROM loan_borrowers) * 10 + (SELECT count(*) FROM loan_positions)",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(links, 11, "one borrower link, one position");
+    }
+}
+
+#[test]
+fn one_statement_paths_keep_every_rule_sqlite() {
+    one_statement_paths_keep_every_rule(Backend::Sqlite);
+}
+
+#[test]
+fn one_statement_paths_keep_every_rule_postgres() {
+    one_statement_paths_keep_every_rule(Backend::Postgres);
+}

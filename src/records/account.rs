@@ -48,7 +48,7 @@ pub fn create(
         Some(field) => Some(w.divisions_or_default(r, field)?),
         None => None,
     };
-    let (mut cols, mut vals) = columns(r, false);
+    let (mut cols, mut vals) = w.create_columns(r);
     cols.extend(["kind", "email_key"]);
     vals.push(Value::Text(kind.as_str().into()));
     vals.push(key_value(email_key(r.slot("Email"))));

@@ -102,7 +102,7 @@ fn create(w: &mut Writer<'_>, r: &Record) -> Applied {
     w.check_email(r.slot("Email"), None, false)?;
     let divs = w.divisions_or_default(r, DIVISIONS)?;
     let owner = create_owner_account(w, r)?;
-    let (mut cols, mut vals) = columns(r, false);
+    let (mut cols, mut vals) = w.create_columns(r);
     cols.push("owner_account_id");
     vals.push(Value::Int(owner));
     let id = w.insert(r, Table::Brokers, &cols, &vals)?;

@@ -140,9 +140,14 @@ fn write(r: &Record, w: &mut Writer<'_>) -> Applied {
 fn create(w: &mut Writer<'_>, r: &Record) -> Applied {
     // An upsert that creates takes the single division when none was given.
     let division = w.divisions_or_default(r, DIVISION)?;
-    let (cols, mut vals) = columns(r, false);
-    if let Some(i) = cols.iter().position(|c| *c == "division_thread_id") {
-        vals[i] = Value::Text(division.into_iter().next().unwrap_or_default());
+    let (mut cols, mut vals) = w.create_columns(r);
+    let division = Value::Text(division.into_iter().next().unwrap_or_default());
+    match cols.iter().position(|c| *c == "division_thread_id") {
+        Some(i) => vals[i] = division,
+        None => {
+            cols.push("division_thread_id");
+            vals.push(division);
+        }
     }
     w.insert(r, Table::Loans, &cols, &vals)?;
     Ok(Outcome::Created)

@@ -336,14 +336,17 @@ fn create(w: &mut Writer<'_>, r: &Record) -> Applied {
             "AssignToEmail or AssignToUserId: one of them is required for create.".into(),
         );
     };
-    let (mut cols, mut vals) = columns(r, false);
+    let (mut cols, mut vals) = w.create_columns(r);
     for (col, default) in [
         ("external_contact_type_id", DEFAULT_CONTACT_TYPE),
         ("branch_association", DEFAULT_BRANCH_ASSOCIATION),
     ] {
-        if let Some(i) = cols.iter().position(|c| *c == col) {
-            if vals[i] == Value::Null {
-                vals[i] = Value::Text(default.into());
+        match cols.iter().position(|c| *c == col) {
+            Some(i) if vals[i] == Value::Null => vals[i] = Value::Text(default.into()),
+            Some(_) => {}
+            None => {
+                cols.push(col);
+                vals.push(Value::Text(default.into()));
             }
         }
     }

@@ -62,7 +62,14 @@ pub struct Writer<'a> {
     /// indexed column, even to its own value, makes the store rewrite its index entries:
     /// bench/README.md "Issue 10: unchanged indexed columns").
     by_lender_id: bool,
+    /// The column sets this load's creates bound (bitmasks over the type's fields), at most
+    /// `CREATE_SHAPES`: see `create_columns`.
+    create_shapes: Vec<u128>,
 }
+
+/// Distinct column sets a load's creates may bind before they bind every column: each is a
+/// prepared statement of the load, so their number must not follow the input.
+const CREATE_SHAPES: usize = 32;
 
 /// Loans and brokers found by the relation records of one load: a relation file names the same
 /// loan many times (one lookup per record was a third of a relation load's store work,
@@ -121,6 +128,7 @@ impl<'a> Writer<'a> {
             lender,
             found: FoundCache::default(),
             by_lender_id: false,
+            create_shapes: Vec::new(),
         }
     }
 }
@@ -178,6 +186,39 @@ pub fn columns(r: &Record, only_supplied: bool) -> (Vec<&'static str>, Vec<Value
 }
 
 impl Writer<'_> {
+    /// The columns and values of a create: only the fields it sets (an absent or null field is
+    /// the column's NULL either way, and binding a loan's ~80 columns for its ~12 set ones was
+    /// most of its insert: bench/README.md "Issue 10: creates bind what they set"), while the
+    /// load has used at most `CREATE_SHAPES` column sets; then every column, as one statement.
+    pub fn create_columns(&mut self, r: &Record) -> (Vec<&'static str>, Vec<Value>) {
+        let mut mask: u128 = 0;
+        let mut fits = r.slots.len() <= 128;
+        if fits {
+            for (i, slot) in r.slots.iter().enumerate() {
+                if matches!(slot, Slot::Set(_)) {
+                    mask |= 1 << i;
+                }
+            }
+            fits = self.create_shapes.contains(&mask) || self.create_shapes.len() < CREATE_SHAPES;
+        }
+        if !fits {
+            return columns(r, false);
+        }
+        if !self.create_shapes.contains(&mask) {
+            self.create_shapes.push(mask);
+        }
+        let n = r.kind.fields().len() + 4;
+        let mut cols = Vec::with_capacity(n);
+        let mut vals = Vec::with_capacity(n);
+        for (field, slot) in r.columns() {
+            if matches!(slot, Slot::Set(_)) {
+                cols.push(field.column);
+                vals.push(to_value(slot));
+            }
+        }
+        (cols, vals)
+    }
+
     /// Finds an entity of the record's type by thread id if given, else by the lender's id.
     pub fn locate(
         &mut self,
