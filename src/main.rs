@@ -171,6 +171,7 @@ fn describe(e: &anyhow::Error) -> String {
 }
 
 fn main() -> ExitCode {
+    bulkload::store::sqlite::configure_library();
     let cli = Cli::parse();
     match real_main(cli) {
         Ok(code) => code,

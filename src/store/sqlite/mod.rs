@@ -11,6 +11,25 @@ use rusqlite::{
 };
 use std::path::Path;
 
+/// Process-wide SQLite settings, before the library's first use (later they cannot change, and
+/// this does nothing). Memory statistics off: with them on, every SQLite allocation takes a
+/// global mutex (`pthread_mutex_lock` was 3-4% of an update's or relation add's store thread,
+/// bench/README.md "Issue 10"), and nothing here reads them.
+pub fn configure_library() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: sqlite3_config takes the op and one int for SQLITE_CONFIG_MEMSTATUS; called
+        // once, before any connection of this process is opened (else it answers SQLITE_MISUSE
+        // and changes nothing).
+        let _ = unsafe {
+            rusqlite::ffi::sqlite3_config(
+                rusqlite::ffi::SQLITE_CONFIG_MEMSTATUS,
+                0 as std::os::raw::c_int,
+            )
+        };
+    });
+}
+
 use super::{
     lender_id_column, link_table, table_name, AccountKind, ApiSubmission, ApiSubmissionKey,
     Attempt, Delivery, FailedDelivery, Found, HourActivity, Key, Link, LoadKey, LoadPage,
