@@ -56,7 +56,8 @@ impl<'de> Visitor<'de> for JsonVisitor {
         Ok(Value::Array(v))
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
-        let mut v = Vec::new();
+        // Records have tens of members: start with room for them rather than growing 4, 8, 16...
+        let mut v = Vec::with_capacity(map.size_hint().unwrap_or(16).min(64));
         while let Some((k, e)) = map.next_entry::<String, Value>()? {
             v.push((k, e));
         }
@@ -423,10 +424,10 @@ fn is_ws(b: u8) -> bool {
 
 /// Line and column (as serde_json counts them) after `bytes`, from `(line, column)`.
 fn advance((line, column): (u64, u64), bytes: &[u8]) -> (u64, u64) {
-    match bytes.iter().rposition(|&b| b == b'\n') {
+    match memchr::memrchr(b'\n', bytes) {
         None => (line, column + bytes.len() as u64),
         Some(last) => {
-            let lines = bytes[..=last].iter().filter(|&&b| b == b'\n').count() as u64;
+            let lines = memchr::memchr_iter(b'\n', &bytes[..=last]).count() as u64;
             (line + lines, (bytes.len() - last - 1) as u64)
         }
     }
@@ -666,7 +667,10 @@ where
                     let e = i + values.byte_offset();
                     if e == len && !w.eof {
                         more = true;
-                    } else if (e + 1 - b) as u64 > max_record || deeper_than(&v, 100) {
+                    } else if (e + 1 - b) as u64 > max_record
+                        // 100 levels take at least 200 bytes of brackets.
+                        || (e - i >= 200 && deeper_than(&v, 100))
+                    {
                         return w.resume(b, stage, index, bounds, progress, &mut on_element);
                     } else {
                         if index >= bounds.max_records {
