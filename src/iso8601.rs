@@ -159,10 +159,14 @@ pub fn parse(s: &str) -> Result<DateTime<Utc>, Iso8601Error> {
     if s.is_empty() {
         return Err(Iso8601Error::Empty);
     }
-    let mut p = Parser {
-        c: s.chars().collect(),
-        i: 0,
-    };
+    // At most MAX_LEN bytes, so at most as many characters: no allocation per value.
+    let mut c = ['\0'; MAX_LEN];
+    let mut n = 0;
+    for (slot, ch) in c.iter_mut().zip(s.chars()) {
+        *slot = ch;
+        n += 1;
+    }
+    let mut p = Parser { c, n, i: 0 };
     p.value()
 }
 
@@ -233,7 +237,9 @@ struct Time {
 }
 
 struct Parser {
-    c: Vec<char>,
+    /// The value's characters are `c[..n]`.
+    c: [char; MAX_LEN],
+    n: usize,
     i: usize,
 }
 
@@ -247,17 +253,21 @@ fn structural(ch: char) -> bool {
 }
 
 impl Parser {
+    fn chars(&self) -> &[char] {
+        &self.c[..self.n]
+    }
+
     fn peek(&self) -> Option<char> {
-        self.c.get(self.i).copied()
+        self.chars().get(self.i).copied()
     }
 
     fn peek_at(&self, k: usize) -> Option<char> {
-        self.c.get(self.i + k).copied()
+        self.chars().get(self.i + k).copied()
     }
 
     /// Length of the run of ASCII digits at the cursor.
     fn run(&self) -> usize {
-        self.c[self.i.min(self.c.len())..]
+        self.chars()[self.i.min(self.n)..]
             .iter()
             .take_while(|c| c.is_ascii_digit())
             .count()
@@ -267,7 +277,7 @@ impl Parser {
     fn take(&mut self, n: usize) -> u32 {
         let mut v = 0u32;
         for _ in 0..n {
-            let d = self.c[self.i].to_digit(10).unwrap_or(0);
+            let d = self.chars()[self.i].to_digit(10).unwrap_or(0);
             v = v * 10 + d;
             self.i += 1;
         }
@@ -567,7 +577,7 @@ impl Parser {
             if r == 0 {
                 return Err(Iso8601Error::MissingFraction { sep: dot });
             }
-            t.frac_ns = fraction(&self.c[self.i..self.i + r], unit);
+            t.frac_ns = fraction(&self.chars()[self.i..self.i + r], unit);
             self.i += r;
         }
         if t.hour == 24 && (t.minute != 0 || t.second != 0 || t.frac_ns != 0) {

@@ -5,6 +5,10 @@
 //! silently keep the last of repeated names), the per-record and per-file bounds, and
 //! `JsonReader`, the `RecordReader` of JSON files. File-level problems come back as `FileError`
 //! with line and column.
+//! Two parsers, one behaviour: a fast path reads the file in chunks and parses each element from
+//! a slice; the streaming parser (serde_json over the bytes one at a time) is the reference and
+//! takes over, at a boundary between elements, whenever the fast path is not certain (tests feed
+//! both malformed and mutated files and compare every value and message).
 //! Must not: know about record types or the store.
 
 use serde::de::{self, Deserialize, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
