@@ -1043,7 +1043,7 @@ mod tests {
             table.push(format!("[1{x} , {{\"{x}\":true}}, 2]").into_bytes());
             table.push(format!("[{}1,{}true\n]", " ".repeat(k), "\n".repeat(k)).into_bytes());
         }
-        let chunks = [1, 3, 13, CHUNK];
+        let chunks = [1, 3, 13, 4096];
         for input in &table {
             for b in [B, TIGHT] {
                 agree(input, b, &chunks, &[1, usize::MAX]);
@@ -1088,7 +1088,7 @@ mod tests {
                 }
             }
             let b = bounds[round % bounds.len()];
-            let chunk = [1, 2, 7, 31, CHUNK][next(5)];
+            let chunk = [1, 2, 7, 31, 4096][next(5)];
             let step = [1, 5, usize::MAX][next(3)];
             agree(&doc, b, &[chunk], &[step]);
         }
