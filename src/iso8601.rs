@@ -159,16 +159,61 @@ pub fn parse(s: &str) -> Result<DateTime<Utc>, Iso8601Error> {
     if s.is_empty() {
         return Err(Iso8601Error::Empty);
     }
-    let mut p = Parser {
-        c: s.chars().collect(),
-        i: 0,
-    };
+    // At most MAX_LEN bytes, so at most as many characters: no allocation per value.
+    let mut c = ['\0'; MAX_LEN];
+    let mut n = 0;
+    for (slot, ch) in c.iter_mut().zip(s.chars()) {
+        *slot = ch;
+        n += 1;
+    }
+    let mut p = Parser { c, n, i: 0 };
     p.value()
 }
 
 /// The canonical output form used in the store: `YYYY-MM-DDTHH:MM:SS.mmmZ`, milliseconds
 /// truncated. A chrono leap second (nanoseconds ≥ 10⁹) is clamped to `23:59:59.999` as in [`parse`].
 pub fn format_utc(t: &DateTime<Utc>) -> String {
+    let t = if t.nanosecond() >= NS_PER_SEC as u32 {
+        t.with_nanosecond(NS_PER_SEC as u32 - 1).unwrap_or(*t)
+    } else {
+        *t
+    };
+    let (year, ms) = (t.year(), t.nanosecond() / 1_000_000);
+    if !(0..=9999).contains(&year) {
+        return t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string();
+    }
+    // Written digit by digit: chrono's format string is parsed again for every value.
+    let mut out = [0u8; 24];
+    let mut put = |at: usize, width: usize, mut n: u32| {
+        for k in (at..at + width).rev() {
+            out[k] = b'0' + (n % 10) as u8;
+            n /= 10;
+        }
+    };
+    put(0, 4, year as u32);
+    put(5, 2, t.month());
+    put(8, 2, t.day());
+    put(11, 2, t.hour());
+    put(14, 2, t.minute());
+    put(17, 2, t.second());
+    put(20, 3, ms);
+    for (k, c) in [
+        (4, b'-'),
+        (7, b'-'),
+        (10, b'T'),
+        (13, b':'),
+        (16, b':'),
+        (19, b'.'),
+        (23, b'Z'),
+    ] {
+        out[k] = c;
+    }
+    out.iter().map(|&b| b as char).collect()
+}
+
+/// [`format_utc`] through chrono's format string, as it was written before; tests compare.
+#[cfg(test)]
+fn format_utc_chrono(t: &DateTime<Utc>) -> String {
     let t = if t.nanosecond() >= NS_PER_SEC as u32 {
         t.with_nanosecond(NS_PER_SEC as u32 - 1).unwrap_or(*t)
     } else {
@@ -192,7 +237,9 @@ struct Time {
 }
 
 struct Parser {
-    c: Vec<char>,
+    /// The value's characters are `c[..n]`.
+    c: [char; MAX_LEN],
+    n: usize,
     i: usize,
 }
 
@@ -206,17 +253,21 @@ fn structural(ch: char) -> bool {
 }
 
 impl Parser {
+    fn chars(&self) -> &[char] {
+        &self.c[..self.n]
+    }
+
     fn peek(&self) -> Option<char> {
-        self.c.get(self.i).copied()
+        self.chars().get(self.i).copied()
     }
 
     fn peek_at(&self, k: usize) -> Option<char> {
-        self.c.get(self.i + k).copied()
+        self.chars().get(self.i + k).copied()
     }
 
     /// Length of the run of ASCII digits at the cursor.
     fn run(&self) -> usize {
-        self.c[self.i.min(self.c.len())..]
+        self.chars()[self.i.min(self.n)..]
             .iter()
             .take_while(|c| c.is_ascii_digit())
             .count()
@@ -226,7 +277,7 @@ impl Parser {
     fn take(&mut self, n: usize) -> u32 {
         let mut v = 0u32;
         for _ in 0..n {
-            let d = self.c[self.i].to_digit(10).unwrap_or(0);
+            let d = self.chars()[self.i].to_digit(10).unwrap_or(0);
             v = v * 10 + d;
             self.i += 1;
         }
@@ -526,7 +577,7 @@ impl Parser {
             if r == 0 {
                 return Err(Iso8601Error::MissingFraction { sep: dot });
             }
-            t.frac_ns = fraction(&self.c[self.i..self.i + r], unit);
+            t.frac_ns = fraction(&self.chars()[self.i..self.i + r], unit);
             self.i += r;
         }
         if t.hour == 24 && (t.minute != 0 || t.second != 0 || t.frac_ns != 0) {
@@ -1001,6 +1052,59 @@ mod tests {
             .unwrap()
             .and_utc();
         assert_eq!(format_utc(&leap), "2016-12-31T23:59:59.999Z");
+    }
+
+    /// The direct formatting writes what chrono's format string wrote, byte for byte.
+    #[test]
+    fn format_matches_chrono() {
+        let mut rng = XorShift(0x9E37_79B9_7F4A_7C15);
+        let check = |t: DateTime<Utc>| assert_eq!(format_utc(&t), format_utc_chrono(&t), "{t:?}");
+        for y in [
+            0, 1, 9, 10, 99, 100, 999, 1000, 1969, 1970, 2000, 2023, 2024, 9999,
+        ] {
+            for (mo, d) in [(1, 1), (2, 28), (2, 29), (6, 15), (12, 31)] {
+                let Some(date) = NaiveDate::from_ymd_opt(y, mo, d) else {
+                    continue;
+                };
+                for (h, mi, s, ns) in [
+                    (0, 0, 0, 0),
+                    (23, 59, 59, 999_999_999),
+                    (12, 5, 9, 1_000_000),
+                    (1, 2, 3, 999_999),
+                    (9, 10, 11, 500_000_000),
+                    (23, 59, 59, 1_999_999_999),
+                ] {
+                    check(date.and_hms_nano_opt(h, mi, s, ns).unwrap().and_utc());
+                }
+            }
+        }
+        // Outside 0000-9999 chrono's own form is kept.
+        for y in [-1, -9999, 10000, 123456] {
+            check(
+                NaiveDate::from_ymd_opt(y, 3, 4)
+                    .unwrap()
+                    .and_hms_opt(5, 6, 7)
+                    .unwrap()
+                    .and_utc(),
+            );
+        }
+        for _ in 0..20_000 {
+            let secs = (rng.next() % 315_569_520_000) as i64; // 10,000 Gregorian years
+            let t = DateTime::from_timestamp(
+                secs - 62_167_219_200,
+                (rng.next() % 1_000_000_000) as u32,
+            );
+            check(t.unwrap());
+        }
+        // And every value the parser accepts in the tables above and below.
+        for s in [
+            "2023-12-30T14:00:00.5+05:30",
+            "0000-01-01",
+            "9999-12-31T23:59:59.9999Z",
+            "2016-12-31T23:59:60Z",
+        ] {
+            check(parse(s).unwrap());
+        }
     }
 
     /// The forms the parser this module replaced accepted keep their output.
