@@ -13,6 +13,7 @@
 //! `schema_vN.sql` here and its line in `MIGRATIONS`, mirroring SQLite's `schema_vN.sql`.
 
 pub mod leases;
+mod prefetch;
 
 use postgres::types::{to_sql_checked, IsNull, ToSql, Type};
 use postgres::{Client, NoTls, Row, Statement};
@@ -22,8 +23,8 @@ use std::collections::HashMap;
 use super::{
     lender_id_column, link_table, table_name, AccountKind, ApiSubmission, ApiSubmissionKey,
     Attempt, Delivery, FailedDelivery, Found, HourActivity, Key, Link, LoadKey, LoadPage,
-    LoadQuery, LoadRow, LoadTx, LoanRelation, ProblemRow, RecordPage, RecordQuery, RowId, Source,
-    Store, StoreError, Table, Value, Written,
+    LoadQuery, LoadRow, LoadTx, LoanRelation, Prefetch, ProblemRow, RecordPage, RecordQuery, RowId,
+    Source, Store, StoreError, Table, Value, Written,
 };
 use crate::config::PgConfig;
 use crate::problem::Problem;
@@ -328,6 +329,7 @@ impl Store for PgStore {
             problems: 0,
             pending: PendingProblems::default(),
             open: true,
+            cache: None,
         };
         // Fenced by the lender's lease when several daemons share the store: the lease row
         // stays locked until this transaction ends, so no other daemon takes the lender over
@@ -880,6 +882,31 @@ impl ToSql for Value {
     to_sql_checked!();
 }
 
+/// The columns `find` reads after the id: (kind or division, email key).
+fn found_columns(table: Table) -> (&'static str, &'static str) {
+    match table {
+        Table::Accounts => ("kind", "email_key"),
+        Table::Loans => ("division_thread_id", "NULL::text"),
+        Table::Partners => ("NULL::text", "email_key"),
+        Table::Brokers => ("NULL::text", "NULL::text"),
+    }
+}
+
+/// A `Found` from a row of (id, `found_columns`...).
+fn found_at(table: Table, r: &Row) -> Result<Found, postgres::Error> {
+    let extra: Option<String> = r.try_get(1)?;
+    let (kind, division) = match table {
+        Table::Accounts => (extra.as_deref().and_then(AccountKind::parse), None),
+        _ => (None, extra),
+    };
+    Ok(Found {
+        id: r.try_get(0)?,
+        kind,
+        division,
+        email_key: r.try_get(2)?,
+    })
+}
+
 /// `$1, $2, ...` from `from`.
 fn marks(from: usize, n: usize) -> String {
     (from..from + n)
@@ -925,6 +952,8 @@ struct PgTx<'s> {
     pending: PendingProblems,
     /// Still open: dropping it rolls back.
     open: bool,
+    /// The current batch's prefetched answers (`prefetch`).
+    cache: Option<prefetch::BatchCache>,
 }
 
 impl Drop for PgTx<'_> {
@@ -946,18 +975,81 @@ impl LoadTx for PgTx<'_> {
         self.lender
     }
 
+    fn wants_prefetch(&self) -> bool {
+        true
+    }
+
+    /// The batch's lookups in at most four statements: its emails claimed (as `email_in_use`
+    /// claims one: first the claim, then the check, so a concurrent load's commit is seen)
+    /// and their holders read, and its rows by thread id and lender id.
+    fn prefetch(&mut self, keys: &Prefetch) -> Result<(), StoreError> {
+        self.cache = None;
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let mut holders = Vec::new();
+        if !keys.email_keys.is_empty() {
+            // In sorted order (the keys are): two loads claiming overlapping batches wait on
+            // each other in one order.
+            self.store.exec(
+                "INSERT INTO email_claims (email_key, load_id)
+                 SELECT k, $2 FROM unnest($1::text[]) AS k ON CONFLICT DO NOTHING",
+                &[&keys.email_keys, &self.id],
+            )?;
+            // At most two holders of each key per side of the borrower exception: enough for
+            // any `except` (one row) to leave the answer true when it is.
+            for r in self.store.query(
+                "SELECT email_key, id, kind FROM (
+                     SELECT email_key, id, kind,
+                            row_number() OVER (PARTITION BY email_key, kind = 'borrower' ORDER BY id) AS n
+                     FROM accounts WHERE email_key = ANY($1::text[])) h
+                 WHERE n <= 2",
+                &[&keys.email_keys],
+            )? {
+                let kind: Option<String> = r.get(2);
+                holders.push((r.get(0), r.get(1), kind.as_deref().and_then(AccountKind::parse)));
+            }
+        }
+        let mut found = Vec::new();
+        if let Some(table) = keys.table {
+            if !keys.thread_ids.is_empty() || !keys.lender_ids.is_empty() {
+                let (extra, email) = found_columns(table);
+                let lid = lender_id_column(table);
+                let sql = format!(
+                    "SELECT id, {extra}, {email}, thread_id, {lid} FROM {} WHERE lender = $1
+                     AND ({lid} = ANY($2::text[]) OR thread_id = ANY($3::text[]))",
+                    table_name(table)
+                );
+                for r in self
+                    .store
+                    .query(&sql, &[&self.lender, &keys.lender_ids, &keys.thread_ids])?
+                {
+                    let f = found_at(table, &r).map_err(backend)?;
+                    found.push((f, r.get(3), r.get(4)));
+                }
+            }
+        }
+        self.cache = Some(prefetch::BatchCache::new(
+            keys.table,
+            &keys.thread_ids,
+            &keys.lender_ids,
+            found,
+            &keys.email_keys,
+            holders,
+        ));
+        Ok(())
+    }
+
     fn find(
         &mut self,
         table: Table,
         key: Key<'_>,
         kind: Option<AccountKind>,
     ) -> Result<Option<Found>, StoreError> {
-        let (extra, email) = match table {
-            Table::Accounts => ("kind", "email_key"),
-            Table::Loans => ("division_thread_id", "NULL::text"),
-            Table::Partners => ("NULL::text", "email_key"),
-            Table::Brokers => ("NULL::text", "NULL::text"),
-        };
+        if let Some(hit) = self.cache.as_ref().and_then(|c| c.find(table, &key, kind)) {
+            return Ok(hit);
+        }
+        let (extra, email) = found_columns(table);
         let (col, val) = match key {
             Key::ThreadId(t) => ("thread_id", t),
             Key::LenderId(l) => (lender_id_column(table), l),
@@ -974,19 +1066,9 @@ impl LoadTx for PgTx<'_> {
                 .query_opt(&sql, &[&val, &self.lender, &k.as_str()])?,
             None => self.store.query_opt(&sql, &[&val, &self.lender])?,
         };
-        Ok(row.map(|r| {
-            let extra: Option<String> = r.get(1);
-            let (kind, division) = match table {
-                Table::Accounts => (extra.as_deref().and_then(AccountKind::parse), None),
-                _ => (None, extra),
-            };
-            Found {
-                id: r.get(0),
-                kind,
-                division,
-                email_key: r.get(2),
-            }
-        }))
+        row.map(|r| found_at(table, &r))
+            .transpose()
+            .map_err(backend)
     }
 
     fn email_in_use(
@@ -995,6 +1077,13 @@ impl LoadTx for PgTx<'_> {
         except: Option<RowId>,
         ignore_borrowers: bool,
     ) -> Result<bool, StoreError> {
+        if let Some(hit) = self
+            .cache
+            .as_ref()
+            .and_then(|c| c.email_in_use(email_key, except, ignore_borrowers))
+        {
+            return Ok(hit);
+        }
         // Emails are unique across lenders, whose loads may run at once (several daemons,
         // parallel lenders): the load claims the email first. A claim another running load
         // holds makes this insert wait for that load to end (its claims go with its commit),
@@ -1042,7 +1131,13 @@ impl LoadTx for PgTx<'_> {
             marks(1, all.len())
         );
         Ok(match self.store.query_opt(&sql, &all)? {
-            Some(r) => Written::Row(r.get(0)),
+            Some(r) => {
+                let id = r.get(0);
+                if let Some(c) = &mut self.cache {
+                    c.wrote(table, Some(id), Some(thread_id), cols, vals);
+                }
+                Written::Row(id)
+            }
             None => Written::Duplicate,
         })
     }
@@ -1077,6 +1172,9 @@ impl LoadTx for PgTx<'_> {
             sets.join(", "),
             n + 2
         );
+        if let Some(c) = &mut self.cache {
+            c.wrote(table, Some(id), None, cols, vals);
+        }
         let mut all: Vec<&(dyn ToSql + Sync)> = Vec::with_capacity(vals.len() + 2);
         all.extend(vals.iter().map(|v| v as &(dyn ToSql + Sync)));
         all.push(&self.id);
