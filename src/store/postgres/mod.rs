@@ -102,6 +102,9 @@ pub fn connect(cfg: &PgConfig) -> Result<Client, StoreError> {
 pub struct PgStore {
     conn: RefCell<Client>,
     statements: RefCell<HashMap<String, Statement>>,
+    /// Inserts and updates by their shape (`shaped`): a record's statement is found without
+    /// formatting its text anew.
+    shapes: RefCell<HashMap<u64, Vec<(Box<[String]>, Statement)>>>,
     /// The lease this store's loads are fenced by (`leases`), when several daemons share it.
     pub(crate) lease: Option<leases::Held>,
     ttl: std::time::Duration,
@@ -230,6 +233,7 @@ impl PgStore {
         Ok(PgStore {
             conn: RefCell::new(conn),
             statements: RefCell::new(HashMap::new()),
+            shapes: RefCell::new(HashMap::new()),
             lease: None,
             ttl: cfg.lease,
         })
@@ -243,6 +247,36 @@ impl PgStore {
         self.statements
             .borrow_mut()
             .insert(sql.to_string(), st.clone());
+        Ok(st)
+    }
+
+    /// The prepared statement of an insert or update (`op`) of `table` writing `cols`; `sql`
+    /// makes its text the first time.
+    fn shaped(
+        &self,
+        op: &str,
+        table: Table,
+        cols: &[&str],
+        sql: impl FnOnce() -> String,
+    ) -> Result<Statement, StoreError> {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (op, table_name(table), cols).hash(&mut h);
+        let key = h.finish();
+        if let Some(v) = self.shapes.borrow().get(&key) {
+            if let Some((_, st)) = v
+                .iter()
+                .find(|(c, _)| c.iter().map(String::as_str).eq(cols.iter().copied()))
+            {
+                return Ok(st.clone());
+            }
+        }
+        let st = self.statement(&sql())?;
+        self.shapes
+            .borrow_mut()
+            .entry(key)
+            .or_default()
+            .push((cols.iter().map(|c| c.to_string()).collect(), st.clone()));
         Ok(st)
     }
 
@@ -1118,19 +1152,28 @@ impl LoadTx for PgTx<'_> {
             &self.id,
             &self.id,
         ]);
-        let mut names = cols.join(", ");
-        if !names.is_empty() {
-            names.push_str(", ");
-        }
-        // A taken lender id (a unique index) writes nothing: no row comes back. ON CONFLICT
-        // keeps the transaction usable, where a failed statement would abort it.
-        let sql = format!(
-            "INSERT INTO {} ({names}lender, thread_id, created_load, updated_load) VALUES ({})
-             ON CONFLICT DO NOTHING RETURNING id",
-            table_name(table),
-            marks(1, all.len())
-        );
-        Ok(match self.store.query_opt(&sql, &all)? {
+        let n = all.len();
+        let st = self.store.shaped("insert", table, cols, || {
+            let mut names = cols.join(", ");
+            if !names.is_empty() {
+                names.push_str(", ");
+            }
+            // A taken lender id (a unique index) writes nothing: no row comes back. ON CONFLICT
+            // keeps the transaction usable, where a failed statement would abort it.
+            format!(
+                "INSERT INTO {} ({names}lender, thread_id, created_load, updated_load) VALUES ({})
+                 ON CONFLICT DO NOTHING RETURNING id",
+                table_name(table),
+                marks(1, n)
+            )
+        })?;
+        let row = self
+            .store
+            .conn
+            .borrow_mut()
+            .query_opt(&st, &all)
+            .map_err(backend)?;
+        Ok(match row {
             Some(r) => {
                 let id = r.get(0);
                 if let Some(c) = &mut self.cache {
@@ -1149,29 +1192,31 @@ impl LoadTx for PgTx<'_> {
         cols: &[&str],
         vals: &[Value],
     ) -> Result<Written, StoreError> {
-        let mut sets: Vec<String> = cols
-            .iter()
-            .enumerate()
-            .map(|(i, c)| format!("{c} = ${}", i + 1))
-            .collect();
-        let n = cols.len();
-        sets.push(format!("updated_load = ${}", n + 1));
-        let t = table_name(table);
-        // The lender's id taken by another row of the lender: nothing is written (a unique
-        // violation would abort the whole transaction in PostgreSQL).
-        let lid = lender_id_column(table);
-        let guard = match cols.iter().position(|c| *c == lid) {
-            Some(i) => format!(
-                " AND NOT EXISTS (SELECT 1 FROM {t} o WHERE o.lender = {t}.lender AND o.{lid} = ${} AND o.id <> {t}.id)",
-                i + 1
-            ),
-            None => String::new(),
-        };
-        let sql = format!(
-            "UPDATE {t} SET {} WHERE id = ${}{guard}",
-            sets.join(", "),
-            n + 2
-        );
+        let st = self.store.shaped("update", table, cols, || {
+            let mut sets: Vec<String> = cols
+                .iter()
+                .enumerate()
+                .map(|(i, c)| format!("{c} = ${}", i + 1))
+                .collect();
+            let n = cols.len();
+            sets.push(format!("updated_load = ${}", n + 1));
+            let t = table_name(table);
+            // The lender's id taken by another row of the lender: nothing is written (a unique
+            // violation would abort the whole transaction in PostgreSQL).
+            let lid = lender_id_column(table);
+            let guard = match cols.iter().position(|c| *c == lid) {
+                Some(i) => format!(
+                    " AND NOT EXISTS (SELECT 1 FROM {t} o WHERE o.lender = {t}.lender AND o.{lid} = ${} AND o.id <> {t}.id)",
+                    i + 1
+                ),
+                None => String::new(),
+            };
+            format!(
+                "UPDATE {t} SET {} WHERE id = ${}{guard}",
+                sets.join(", "),
+                n + 2
+            )
+        })?;
         if let Some(c) = &mut self.cache {
             c.wrote(table, Some(id), None, cols, vals);
         }
@@ -1179,7 +1224,13 @@ impl LoadTx for PgTx<'_> {
         all.extend(vals.iter().map(|v| v as &(dyn ToSql + Sync)));
         all.push(&self.id);
         all.push(&id);
-        Ok(match self.store.exec(&sql, &all)? {
+        let changed = self
+            .store
+            .conn
+            .borrow_mut()
+            .execute(&st, &all)
+            .map_err(backend)?;
+        Ok(match changed {
             0 => Written::Duplicate,
             _ => Written::Row(id),
         })
