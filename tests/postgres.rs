@@ -363,7 +363,9 @@ fn one_batch_that_reads_its_own_writes_gives_the_same_results_on_both_backends()
       {"Mode": "upsert", "ExternalId": "E6", "Email": "again@x.test", "DivisionThreadIds": ["aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"]},
       {"Mode": "create", "ExternalId": "E1", "Email": "fresh@x.test", "DivisionThreadIds": ["aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"]},
       {"Mode": "update", "ExternalId": "E9", "FirstName": "Nobody"},
-      {"Mode": "upsert", "ExternalId": "E10", "Email": "one@x.test"}
+      {"Mode": "upsert", "ExternalId": "E10", "Email": "one@x.test"},
+      {"Mode": "create", "ExternalId": "E11", "Email": "e11@x.test", "DivisionThreadIds": ["aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"]},
+      {"Mode": "update", "ExternalId": "E11", "DivisionThreadIds": ["bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"]}
     ]"#;
     let borrowers = r#"[
       {"Mode": "create", "ExternalId": "B1", "Email": "home@x.test"},
@@ -374,6 +376,18 @@ fn one_batch_that_reads_its_own_writes_gives_the_same_results_on_both_backends()
       {"Mode": "create", "ExternalId": "E4", "Email": "b4@x.test"},
       {"Mode": "upsert", "ExternalId": "B1", "Email": "mine@x.test"},
       {"Mode": "upsert", "ExternalId": "B1", "Email": "home2@x.test"}
+    ]"#;
+    // Links are written a batch at a time on PostgreSQL: an add then a delete of one pair, a
+    // repeated add, a delete of a missing pair, in one batch.
+    let loans =
+        std::fs::read_to_string(repo().join("fixtures/scenario/pass1/acme/loans.json")).unwrap();
+    let loan_borrowers = r#"[
+      {"Mode": "add", "Loan_Number": "L1", "Account_ExternalId": "B1"},
+      {"Mode": "add", "Loan_Number": "L1", "Account_ExternalId": "B1"},
+      {"Mode": "delete", "Loan_Number": "L1", "Account_ExternalId": "B1"},
+      {"Mode": "delete", "Loan_Number": "L1", "Account_ExternalId": "B1"},
+      {"Mode": "add", "Loan_Number": "L1", "Account_ExternalId": "B2"},
+      {"Mode": "add", "Loan_Number": "L1", "Account_ExternalId": "E4"}
     ]"#;
     let brokers = r#"[
       {"Mode": "create", "IdNumber": "K1", "CompanyName": "Broker One", "Email": "k1@x.test", "OwnerName": "Kay One", "DivisionThreadIds": ["cccccccccccccccccccccccccccccccc"]},
@@ -396,6 +410,12 @@ fn one_batch_that_reads_its_own_writes_gives_the_same_results_on_both_backends()
         )
         .unwrap();
         fs::write(home.pickup("beta", "sandbox").join("brokers.json"), brokers).unwrap();
+        fs::write(home.pickup("acme", "sandbox").join("loans.json"), &loans).unwrap();
+        fs::write(
+            home.pickup("acme", "sandbox").join("loan_borrowers.json"),
+            loan_borrowers,
+        )
+        .unwrap();
         home.run();
         let mut text = String::new();
         for (name, v) in results(&home.data) {
@@ -413,6 +433,8 @@ fn one_batch_that_reads_its_own_writes_gives_the_same_results_on_both_backends()
         "is already in use",
         "\"E1\\\" is already used by an employee of this lender",
         "No employee for supplied ExternalId exists.",
+        "\"NumAddSuccess\": 3",
+        "\"NumDeleteFailure\": 1",
     ] {
         assert!(results_sqlite.contains(want), "{want}\n{results_sqlite}");
     }

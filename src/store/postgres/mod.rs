@@ -364,6 +364,7 @@ impl Store for PgStore {
             pending: PendingProblems::default(),
             open: true,
             cache: None,
+            links: Vec::new(),
         };
         // Fenced by the lender's lease when several daemons share the store: the lease row
         // stays locked until this transaction ends, so no other daemon takes the lender over
@@ -963,7 +964,61 @@ struct PendingProblems {
     code: Vec<String>,
 }
 
+/// Links are written this many at a time at most.
+const LINK_BATCH: usize = 1000;
+
+/// The SQL array type of a link table's key column.
+fn link_column_type(col: &str) -> &'static str {
+    if col.ends_with("_id") && col != "division_thread_id" {
+        "bigint[]"
+    } else {
+        "text[]"
+    }
+}
+
 impl PgTx<'_> {
+    /// Writes the pending links: one statement per link table (duplicates write nothing, as
+    /// one at a time).
+    fn flush_links(&mut self) -> Result<(), StoreError> {
+        if self.links.is_empty() {
+            return Ok(());
+        }
+        let pending = std::mem::take(&mut self.links);
+        for link in [
+            Link::AccountDivisions,
+            Link::BrokerDivisions,
+            Link::BrokerContacts,
+            Link::LoanPositions,
+            Link::LoanBorrowers,
+            Link::LoanBrokerContacts,
+        ] {
+            let (table, cols) = link_table(link);
+            let mut columns: Vec<Vec<Value>> = vec![Vec::new(); cols.len()];
+            for (_, keys) in pending.iter().filter(|(l, _)| *l == link) {
+                for (c, v) in columns.iter_mut().zip(keys) {
+                    c.push(v.clone());
+                }
+            }
+            if columns[0].is_empty() {
+                continue;
+            }
+            let arrays: Vec<String> = cols
+                .iter()
+                .enumerate()
+                .map(|(i, c)| format!("${}::{}", i + 1, link_column_type(c)))
+                .collect();
+            let sql = format!(
+                "INSERT INTO {table} ({}) SELECT * FROM unnest({}) ON CONFLICT DO NOTHING",
+                cols.join(", "),
+                arrays.join(", ")
+            );
+            let p: Vec<&(dyn ToSql + Sync)> =
+                columns.iter().map(|c| c as &(dyn ToSql + Sync)).collect();
+            self.store.exec(&sql, &p)?;
+        }
+        Ok(())
+    }
+
     fn flush_problems(&mut self) -> Result<(), StoreError> {
         if self.pending.seq.is_empty() {
             return Ok(());
@@ -988,6 +1043,8 @@ struct PgTx<'s> {
     open: bool,
     /// The current batch's prefetched answers (`prefetch`).
     cache: Option<prefetch::BatchCache>,
+    /// Links not yet written (`link`), in order.
+    links: Vec<(Link, Vec<Value>)>,
 }
 
 impl Drop for PgTx<'_> {
@@ -1250,18 +1307,18 @@ impl LoadTx for PgTx<'_> {
         })
     }
 
+    /// Deferred: links are written a batch at a time (`flush_links`), before anything that
+    /// could see them. The answer is therefore always true (no caller uses it).
     fn link(&mut self, link: Link, keys: &[Value]) -> Result<bool, StoreError> {
-        let (table, cols) = link_table(link);
-        let sql = format!(
-            "INSERT INTO {table} ({}) VALUES ({}) ON CONFLICT DO NOTHING",
-            cols.join(", "),
-            marks(1, cols.len())
-        );
-        let p: Vec<&(dyn ToSql + Sync)> = keys.iter().map(|v| v as &(dyn ToSql + Sync)).collect();
-        Ok(self.store.exec(&sql, &p)? > 0)
+        self.links.push((link, keys.to_vec()));
+        if self.links.len() >= LINK_BATCH {
+            self.flush_links()?;
+        }
+        Ok(true)
     }
 
     fn unlink(&mut self, link: Link, keys: &[Value]) -> Result<bool, StoreError> {
+        self.flush_links()?;
         let (table, cols) = link_table(link);
         let wh: Vec<String> = cols
             .iter()
@@ -1274,6 +1331,7 @@ impl LoadTx for PgTx<'_> {
     }
 
     fn unlink_all(&mut self, link: Link, owner: RowId) -> Result<(), StoreError> {
+        self.flush_links()?;
         let (table, cols) = link_table(link);
         self.store.exec(
             &format!("DELETE FROM {table} WHERE {} = $1", cols[0]),
@@ -1283,6 +1341,7 @@ impl LoadTx for PgTx<'_> {
     }
 
     fn loan_broker(&mut self, loan: RowId) -> Result<Option<(RowId, String)>, StoreError> {
+        self.flush_links()?;
         Ok(self
             .store
             .query_opt(
@@ -1299,6 +1358,7 @@ impl LoadTx for PgTx<'_> {
         broker: RowId,
         officer: Option<RowId>,
     ) -> Result<(), StoreError> {
+        self.flush_links()?;
         self.store.exec(
             "INSERT INTO loan_brokers (loan_id, broker_id, loan_officer_account_id) VALUES ($1, $2, $3)",
             &[&loan, &broker, &officer],
@@ -1307,6 +1367,7 @@ impl LoadTx for PgTx<'_> {
     }
 
     fn set_loan_officer(&mut self, loan: RowId, officer: RowId) -> Result<(), StoreError> {
+        self.flush_links()?;
         self.store.exec(
             "UPDATE loan_brokers SET loan_officer_account_id = $2 WHERE loan_id = $1",
             &[&loan, &officer],
@@ -1315,14 +1376,17 @@ impl LoadTx for PgTx<'_> {
     }
 
     fn delete_loan_broker(&mut self, loan: RowId) -> Result<(), StoreError> {
+        self.flush_links()?;
         self.store
             .exec("DELETE FROM loan_brokers WHERE loan_id = $1", &[&loan])?;
         Ok(())
     }
 
     fn savepoint(&mut self) -> Result<(), StoreError> {
-        // Problems kept so far belong before the savepoint: a rollback to it must keep them.
+        // Problems and links kept so far belong before the savepoint: a rollback to it must
+        // keep them.
         self.flush_problems()?;
+        self.flush_links()?;
         self.store.batch("SAVEPOINT record")
     }
 
@@ -1331,6 +1395,8 @@ impl LoadTx for PgTx<'_> {
     }
 
     fn rollback(&mut self) -> Result<(), StoreError> {
+        // Links kept since the savepoint (it flushed the earlier ones) are undone with it.
+        self.links.clear();
         self.store
             .batch("ROLLBACK TO SAVEPOINT record; RELEASE SAVEPOINT record")
     }
@@ -1399,6 +1465,7 @@ impl LoadTx for PgTx<'_> {
         c: &Counts,
     ) -> Result<RowId, StoreError> {
         self.flush_problems()?;
+        self.flush_links()?;
         self.store
             .exec("DELETE FROM email_claims WHERE load_id = $1", &[&self.id])?;
         self.store.exec(
