@@ -446,3 +446,37 @@ fn one_batch_that_reads_its_own_writes_gives_the_same_results_on_both_backends()
     assert_eq!(seen[0].0, seen[1].0, "result files differ between backends");
     assert_eq!(seen[0].1, seen[1].1, "stores differ between backends");
 }
+
+/// Several daemons poll one outbox: a notification `due_deliveries` returns is claimed, so
+/// another daemon polling at the same time does not send it too; a claim whose try was never
+/// recorded (its daemon died) expires and the row is due again.
+#[test]
+fn a_due_notification_goes_to_one_daemon_at_a_time() {
+    let home = Home::with_backend(&repo().join("fixtures/config.toml"), Backend::Postgres);
+    let text = fs::read_to_string(&home.config).unwrap();
+    // The last lender (beta) gets a webhook nobody answers: its load's row stays pending.
+    fs::write(
+        &home.config,
+        format!("{text}\n[[lenders.webhooks]]\nurl = \"http://127.0.0.1:9/hook\"\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\n"),
+    )
+    .unwrap();
+    fs::write(
+        home.pickup("beta", "sandbox").join("employees.json"),
+        r#"[{"Mode": "create", "ExternalId": "E1", "Email": "e1@beta.test"}]"#,
+    )
+    .unwrap();
+    home.run();
+    let cfg = bulkload::config::Config::load(&home.config).unwrap();
+    let one = bulkload::store::open_env(&cfg, "sandbox").unwrap();
+    let two = bulkload::store::open_env(&cfg, "sandbox").unwrap();
+    assert_eq!(one.pending_deliveries("beta").unwrap(), 1);
+    let later = 4e9; // past any retry time
+    let got = one.due_deliveries(later, 10).unwrap();
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(two.due_deliveries(later, 10).unwrap().is_empty());
+    assert!(one.due_deliveries(later, 10).unwrap().is_empty());
+    // Never recorded: due again once the claim has run out, with the same webhook-id.
+    let again = two.due_deliveries(later + 301.0, 10).unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].msg_id, got[0].msg_id);
+}

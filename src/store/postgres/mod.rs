@@ -48,6 +48,11 @@ const MIGRATION_LOCK: i64 = 0x0062_756c_6b6d_6967;
 /// reserves its number, so neither takes a number the other holds uncommitted.
 const NUMBER_LOCK: i32 = 0x626c_6e6f;
 
+/// Seconds a notification taken by `due_deliveries` stays with the daemon that took it: its try
+/// is recorded long before (`[notify] timeout_seconds`); past it (the daemon died), any daemon
+/// tries again, with the same `webhook-id`.
+const DELIVERY_CLAIM: f64 = 300.0;
+
 /// The columns of an API submission, in `submission`'s order.
 const SUBMISSION_COLUMNS: &str =
     "claim, lender, number, kind, idempotency_key, body_sha256, submitted_at";
@@ -458,14 +463,24 @@ impl Store for PgStore {
             .map(|c| format!("l.{}", c.trim()))
             .collect::<Vec<_>>()
             .join(", ");
+        // Several daemons poll one outbox: the rows returned are claimed (due again only after
+        // `DELIVERY_CLAIM`, when the try was never recorded: its daemon died), and rows another
+        // daemon is claiming are skipped, so a notification is tried by one daemon at a time.
         let rows = self.query(
             &format!(
-                "SELECT o.id, o.msg_id, o.event, o.channel, o.target, o.created_at, o.attempts, {cols}
-                 FROM outbox o JOIN bulk_loads l ON l.id = o.load_id
-                 WHERE o.state = 'pending' AND o.next_at <= $1 AND l.state = 'finished'
-                 ORDER BY o.next_at, o.id LIMIT $2"
+                "WITH due AS (
+                     SELECT o.id, o.next_at AS was FROM outbox o JOIN bulk_loads l ON l.id = o.load_id
+                     WHERE o.state = 'pending' AND o.next_at <= $1 AND l.state = 'finished'
+                     ORDER BY o.next_at, o.id LIMIT $2
+                     FOR UPDATE OF o SKIP LOCKED),
+                 taken AS (
+                     UPDATE outbox o SET next_at = $1 + $3 FROM due WHERE o.id = due.id
+                     RETURNING o.id, o.msg_id, o.event, o.channel, o.target, o.created_at, o.attempts, o.load_id)
+                 SELECT t.id, t.msg_id, t.event, t.channel, t.target, t.created_at, t.attempts, {cols}
+                 FROM taken t JOIN due d ON d.id = t.id JOIN bulk_loads l ON l.id = t.load_id
+                 ORDER BY d.was, t.id"
             ),
-            &[&now, &(limit as i64)],
+            &[&now, &(limit as i64), &DELIVERY_CLAIM],
         )?;
         rows.iter()
             .map(|r| {
