@@ -32,13 +32,23 @@ if [ -z "${BULKLOAD_BENCH_PG_URL:-}" ]; then
   port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
   pgrun "$pgbin/initdb" -D "$W/pg/db" -A trust -U bulkload -E UTF8 --locale=C >/dev/null
   # Durable commits (fsync on), as a real server.
-  pgrun "$pgbin/pg_ctl" -D "$W/pg/db" -l "$W/pg/log" -w start -o "-p $port -k $W/pg -c listen_addresses=127.0.0.1" >/dev/null
+  pgrun "$pgbin/pg_ctl" -D "$W/pg/db" -l "$W/pg/log" -w start -o "-p $port -k $W/pg -c listen_addresses=127.0.0.1 -c shared_preload_libraries=pg_stat_statements" >/dev/null
   trap 'pgrun "$pgbin/pg_ctl" -D "$W/pg/db" -m fast -w stop >/dev/null 2>&1 || true' EXIT
   BULKLOAD_BENCH_PG_URL="postgres://bulkload@127.0.0.1:$port/postgres"
 fi
 BASE=${BULKLOAD_BENCH_PG_URL%/*}
 psql -q "$BULKLOAD_BENCH_PG_URL" -c "DROP DATABASE IF EXISTS bench" -c "CREATE DATABASE bench"
 URL=$BASE/bench
+# Statements per record (pg_stat_statements; a server of one's own, BULKLOAD_BENCH_PG_URL, may
+# not have it loaded: then "n/a").
+STATS=1
+psql -q "$URL" -c "CREATE EXTENSION IF NOT EXISTS pg_stat_statements" 2>/dev/null && psql -qAt "$URL" -c "SELECT 1 FROM pg_stat_statements LIMIT 1" >/dev/null 2>&1 || STATS=0
+stmt_reset() { [ "$STATS" = 1 ] && psql -qAt "$URL" -c "SELECT pg_stat_statements_reset()" >/dev/null || true; }
+stmt_count() { # statements run in database bench since the reset
+  if [ "$STATS" = 1 ]; then
+    psql -qAt "$URL" -c "SELECT coalesce(sum(calls), 0) FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid WHERE d.datname = 'bench' AND s.query NOT LIKE '%pg_stat_statements%'"
+  else echo 0; fi
+}
 
 echo "== generate N=$N"
 $T/gen bench "$W/files" "$N" 0
@@ -59,7 +69,7 @@ mkconfig() { # <data_dir> <lenders> <parallel> -> config path
 }
 now() { date +%s.%N; }
 secs() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.3f", b-a}'; }
-declare -A PASS RAW COPYT REC
+declare -A PASS RAW COPYT REC STMT
 PHASES="creates upserts"
 file_of() { case $1 in creates) echo "$W/files/1-creates/borrowers_bench.json";; upserts) echo "$W/files/3-upserts/borrowers_upsert.json";; esac; }
 
@@ -69,10 +79,12 @@ $T/bulkload run --config "$CFG" --settle-seconds 0 >/dev/null   # tree and schem
 PICK=$D/lenders/demo/sandbox/import/pickup
 for p in $PHASES; do
   cp "$(file_of $p)" "$PICK/"
+  stmt_reset
   t0=$(now); $T/bulkload run --config "$CFG" --settle-seconds 0 > "$W/pass.$p.log"; t1=$(now)
   PASS[$p]=$(secs "$t0" "$t1")
+  STMT[$p]=$(stmt_count)
   REC[$p]=$(python3 -c "import json,sys; print(len(json.load(open(sys.argv[1]))))" "$(file_of $p)")
-  echo "   $p: ${PASS[$p]}s, $(grep -o '[0-9]* failed' "$W/pass.$p.log" | head -1)"
+  echo "   $p: ${PASS[$p]}s, $(grep -o '[0-9]* failed' "$W/pass.$p.log" | head -1), ${STMT[$p]} statements"
 done
 
 echo "== raw baselines on the same database (schema raw, the same migrations)"
@@ -176,11 +188,11 @@ done
 
 echo
 echo "== results (records/s; ratio = pass / prepared loop; target >= 0.50)"
-printf '%-10s %9s %10s %12s %10s %10s %10s\n' phase records pass/s loop/s copy/s pass/loop pass/copy
+printf '%-10s %9s %10s %12s %10s %10s %10s %10s\n' phase records pass/s loop/s copy/s pass/loop pass/copy stmt/rec
 for p in $PHASES; do
-  awk -v p="$p" -v n="${REC[$p]}" -v a="${PASS[$p]}" -v b="${RAW[$p]}" -v c="${COPYT[$p]}" 'BEGIN {
+  awk -v p="$p" -v n="${REC[$p]}" -v a="${PASS[$p]}" -v b="${RAW[$p]}" -v c="${COPYT[$p]}" -v st="${STMT[$p]}" 'BEGIN {
     pa = n / a; rb = n / b; cc = n / c;
-    printf "%-10s %9d %10.0f %12.0f %10.0f %10.2f %10.2f\n", p, n, pa, rb, cc, pa / rb, pa / cc }'
+    printf "%-10s %9d %10.0f %12.0f %10.0f %10.2f %10.2f %10s\n", p, n, pa, rb, cc, pa / rb, pa / cc, (st > 0 ? sprintf("%.2f", st / n) : "n/a") }'
 done
 n=${REC[creates]}
 awk -v n="$n" -v a="${PAR[1]}" -v b="${PAR[2]}" -v c="${PAR[4]}" 'BEGIN {
