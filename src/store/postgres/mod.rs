@@ -104,12 +104,15 @@ pub fn connect(cfg: &PgConfig) -> Result<Client, StoreError> {
     })
 }
 
+/// The statements of one hash of (operation, table, columns), with their columns.
+type Shapes = Vec<(Box<[String]>, Statement)>;
+
 pub struct PgStore {
     conn: RefCell<Client>,
     statements: RefCell<HashMap<String, Statement>>,
     /// Inserts and updates by their shape (`shaped`): a record's statement is found without
     /// formatting its text anew.
-    shapes: RefCell<HashMap<u64, Vec<(Box<[String]>, Statement)>>>,
+    shapes: RefCell<HashMap<u64, Shapes>>,
     /// The lease this store's loads are fenced by (`leases`), when several daemons share it.
     pub(crate) lease: Option<leases::Held>,
     ttl: std::time::Duration,
