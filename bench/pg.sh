@@ -87,6 +87,19 @@ for p in $PHASES; do
   echo "   $p: ${PASS[$p]}s, $(grep -o '[0-9]* failed' "$W/pass.$p.log" | head -1), ${STMT[$p]} statements"
 done
 
+if [ "$STATS" = 1 ]; then
+  echo "== statements per record of other types (the same pass folder, one run each)"
+  for f in 1-creates/employees_bench.json 4-loans/loans_bench.json 5-relations/loan_borrowers_bench.json; do
+    # The generated files name another division than the bench lender's.
+    sed 's/0123456789abcdef0123456789abcdef/00000000000000000000000000000001/g' "$W/files/$f" > "$PICK/$(basename "$f")"
+    n=$(python3 -c "import json,sys; print(len(json.load(open(sys.argv[1]))))" "$W/files/$f")
+    stmt_reset
+    t0=$(now); $T/bulkload run --config "$CFG" --settle-seconds 0 > "$W/pass.other.log"; t1=$(now)
+    st=$(stmt_count)
+    echo "   $(basename "$f"): $n records in $(secs "$t0" "$t1")s, $(grep -o '[0-9]* failed' "$W/pass.other.log" | head -1), $st statements ($(awk -v s="$st" -v n="$n" 'BEGIN{printf "%.2f", s / n}') per record)"
+  done
+fi
+
 echo "== raw baselines on the same database (schema raw, the same migrations)"
 psql -q "$URL" -c "CREATE SCHEMA raw"
 for f in "$ROOT"/src/store/postgres/schema_v*.sql; do PGOPTIONS=-csearch_path=raw psql -q -v ON_ERROR_STOP=1 "$URL" -f "$f"; done
@@ -171,6 +184,11 @@ json.dump(recs, open(sys.argv[2], "w"))
 PY
 done
 declare -A PAR
+pg_cpu() { # CPU seconds of every postgres process so far (clock ticks of /proc/<pid>/stat)
+  local tck; tck=$(getconf CLK_TCK)
+  for p in $(pgrep -x postgres); do awk '{print $14 + $15 + $16 + $17}' "/proc/$p/stat" 2>/dev/null; done \
+    | awk -v t="$tck" '{s += $1} END {printf "%.2f", s / t}'
+}
 for k in 1 2 4; do
   psql -q "$BASE/postgres" -c "DROP DATABASE IF EXISTS bench_par" -c "CREATE DATABASE bench_par"
   URL_SAVE=$URL; URL=$BASE/bench_par
@@ -180,10 +198,13 @@ for k in 1 2 4; do
     [ "$i" -eq 1 ] && id=demo || id=demo$i
     cp "$W/files/creates.$id.json" "$P/lenders/$id/sandbox/import/pickup/borrowers_bench.json"
   done
-  t0=$(now); $T/bulkload run --config "$CFG" --settle-seconds 0 > "$W/par.$k.log"; t1=$(now)
+  # The CPU seconds bulkload and the server spent (user + system), to tell waiting from working.
+  pgcpu0=$(pg_cpu)
+  t0=$(now); cpu=$( { TIMEFORMAT='%U %S'; time $T/bulkload run --config "$CFG" --settle-seconds 0 > "$W/par.$k.log"; } 2>&1 | awk '{print $1 + $2}'); t1=$(now)
+  pgcpu=$(awk -v a="$pgcpu0" -v b="$(pg_cpu)" 'BEGIN{printf "%.1f", b - a}')
   PAR[$k]=$(secs "$t0" "$t1")
   made=$(psql -qAt "$BASE/bench_par" -c "SELECT string_agg(lender || '=' || n, ' ' ORDER BY lender) FROM (SELECT lender, count(*) n FROM bulkload_sandbox.accounts GROUP BY lender) c")
-  echo "   $k lender(s): ${PAR[$k]}s; accounts created: $made"
+  echo "   $k lender(s): ${PAR[$k]}s (CPU: bulkload ${cpu}s, server ${pgcpu}s); accounts created: $made"
 done
 
 echo

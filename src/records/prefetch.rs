@@ -18,7 +18,20 @@ pub fn keys<'a>(
 ) -> Prefetch {
     let mut p = Prefetch::default();
     if kind.is_relation() {
-        // Relation types find loans and brokers through the load's own cache (`Writer`).
+        // Relation types find loans and brokers through the load's own cache (`Writer`); the
+        // accounts a loan's positions and borrowers name are the batch's rows.
+        if matches!(kind, Kind::LoanPositions | Kind::LoanBorrowers) {
+            p.table = Some(Table::Accounts);
+            for r in records.into_iter().filter_map(|r| r.as_ref().ok()) {
+                let a = r.reference("Account_ThreadId", "Account_ExternalId");
+                p.thread_ids.extend(a.thread_id);
+                p.lender_ids.extend(a.lender_id);
+            }
+            p.thread_ids.sort_unstable();
+            p.thread_ids.dedup();
+            p.lender_ids.sort_unstable();
+            p.lender_ids.dedup();
+        }
         return p;
     }
     let (table, _) = entity_table(kind);
@@ -83,6 +96,9 @@ mod tests {
             .iter()
             .map(|t| validate(Kind::LoanBorrowers, obj(t), None))
             .collect();
-        assert!(super::keys(Kind::LoanBorrowers, &rel).is_empty());
+        let p = super::keys(Kind::LoanBorrowers, &rel);
+        assert_eq!(p.table, Some(Table::Accounts));
+        assert_eq!(p.lender_ids, vec!["B1".to_string()]);
+        assert!(p.email_keys.is_empty());
     }
 }
