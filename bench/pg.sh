@@ -85,6 +85,11 @@ for p in $PHASES; do
   STMT[$p]=$(stmt_count)
   REC[$p]=$(python3 -c "import json,sys; print(len(json.load(open(sys.argv[1]))))" "$(file_of $p)")
   echo "   $p: ${PASS[$p]}s, $(grep -o '[0-9]* failed' "$W/pass.$p.log" | head -1), ${STMT[$p]} statements"
+  if [ "$STATS" = 1 ]; then # where the server's time went: the five costliest statements
+    psql -qAt -F ' | ' "$URL" -c "SELECT calls, round(total_exec_time::numeric, 1) || ' ms', left(regexp_replace(query, '\s+', ' ', 'g'), 90)
+      FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid WHERE d.datname = 'bench' AND query NOT LIKE '%pg_stat_statements%'
+      ORDER BY total_exec_time DESC LIMIT 5" | sed 's/^/      /'
+  fi
 done
 
 if [ "$STATS" = 1 ]; then
