@@ -516,7 +516,8 @@ pub trait LoadTx {
     ) -> Result<Written, StoreError>;
     /// Reads one column of an entity row.
     fn get(&mut self, table: Table, id: RowId, col: &str) -> Result<Value, StoreError>;
-    /// Adds a link; false when it was there already.
+    /// Adds a link; false when it was there already. A backend that writes links a batch at a
+    /// time (PostgreSQL) answers true: no caller depends on the answer.
     fn link(&mut self, link: Link, keys: &[Value]) -> Result<bool, StoreError>;
     /// Removes a link; false when there was none.
     fn unlink(&mut self, link: Link, keys: &[Value]) -> Result<bool, StoreError>;
