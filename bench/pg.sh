@@ -32,13 +32,23 @@ if [ -z "${BULKLOAD_BENCH_PG_URL:-}" ]; then
   port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
   pgrun "$pgbin/initdb" -D "$W/pg/db" -A trust -U bulkload -E UTF8 --locale=C >/dev/null
   # Durable commits (fsync on), as a real server.
-  pgrun "$pgbin/pg_ctl" -D "$W/pg/db" -l "$W/pg/log" -w start -o "-p $port -k $W/pg -c listen_addresses=127.0.0.1" >/dev/null
+  pgrun "$pgbin/pg_ctl" -D "$W/pg/db" -l "$W/pg/log" -w start -o "-p $port -k $W/pg -c listen_addresses=127.0.0.1 -c shared_preload_libraries=pg_stat_statements" >/dev/null
   trap 'pgrun "$pgbin/pg_ctl" -D "$W/pg/db" -m fast -w stop >/dev/null 2>&1 || true' EXIT
   BULKLOAD_BENCH_PG_URL="postgres://bulkload@127.0.0.1:$port/postgres"
 fi
 BASE=${BULKLOAD_BENCH_PG_URL%/*}
 psql -q "$BULKLOAD_BENCH_PG_URL" -c "DROP DATABASE IF EXISTS bench" -c "CREATE DATABASE bench"
 URL=$BASE/bench
+# Statements per record (pg_stat_statements; a server of one's own, BULKLOAD_BENCH_PG_URL, may
+# not have it loaded: then "n/a").
+STATS=1
+psql -q "$URL" -c "CREATE EXTENSION IF NOT EXISTS pg_stat_statements" 2>/dev/null && psql -qAt "$URL" -c "SELECT 1 FROM pg_stat_statements LIMIT 1" >/dev/null 2>&1 || STATS=0
+stmt_reset() { [ "$STATS" = 1 ] && psql -qAt "$URL" -c "SELECT pg_stat_statements_reset()" >/dev/null || true; }
+stmt_count() { # statements run in database bench since the reset
+  if [ "$STATS" = 1 ]; then
+    psql -qAt "$URL" -c "SELECT coalesce(sum(calls), 0) FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid WHERE d.datname = 'bench' AND s.query NOT LIKE '%pg_stat_statements%'"
+  else echo 0; fi
+}
 
 echo "== generate N=$N"
 $T/gen bench "$W/files" "$N" 0
@@ -59,7 +69,7 @@ mkconfig() { # <data_dir> <lenders> <parallel> -> config path
 }
 now() { date +%s.%N; }
 secs() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.3f", b-a}'; }
-declare -A PASS RAW COPYT REC
+declare -A PASS RAW COPYT REC STMT
 PHASES="creates upserts"
 file_of() { case $1 in creates) echo "$W/files/1-creates/borrowers_bench.json";; upserts) echo "$W/files/3-upserts/borrowers_upsert.json";; esac; }
 
@@ -69,11 +79,31 @@ $T/bulkload run --config "$CFG" --settle-seconds 0 >/dev/null   # tree and schem
 PICK=$D/lenders/demo/sandbox/import/pickup
 for p in $PHASES; do
   cp "$(file_of $p)" "$PICK/"
+  stmt_reset
   t0=$(now); $T/bulkload run --config "$CFG" --settle-seconds 0 > "$W/pass.$p.log"; t1=$(now)
   PASS[$p]=$(secs "$t0" "$t1")
+  STMT[$p]=$(stmt_count)
   REC[$p]=$(python3 -c "import json,sys; print(len(json.load(open(sys.argv[1]))))" "$(file_of $p)")
-  echo "   $p: ${PASS[$p]}s, $(grep -o '[0-9]* failed' "$W/pass.$p.log" | head -1)"
+  echo "   $p: ${PASS[$p]}s, $(grep -o '[0-9]* failed' "$W/pass.$p.log" | head -1), ${STMT[$p]} statements"
+  if [ "$STATS" = 1 ]; then # where the server's time went: the five costliest statements
+    psql -qAt -F ' | ' "$URL" -c "SELECT calls, round(total_exec_time::numeric, 1) || ' ms', left(regexp_replace(query, '\s+', ' ', 'g'), 90)
+      FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid WHERE d.datname = 'bench' AND query NOT LIKE '%pg_stat_statements%'
+      ORDER BY total_exec_time DESC LIMIT 5" | sed 's/^/      /'
+  fi
 done
+
+if [ "$STATS" = 1 ]; then
+  echo "== statements per record of other types (the same pass folder, one run each)"
+  for f in 1-creates/employees_bench.json 4-loans/loans_bench.json 5-relations/loan_borrowers_bench.json; do
+    # The generated files name another division than the bench lender's.
+    sed 's/0123456789abcdef0123456789abcdef/00000000000000000000000000000001/g' "$W/files/$f" > "$PICK/$(basename "$f")"
+    n=$(python3 -c "import json,sys; print(len(json.load(open(sys.argv[1]))))" "$W/files/$f")
+    stmt_reset
+    t0=$(now); $T/bulkload run --config "$CFG" --settle-seconds 0 > "$W/pass.other.log"; t1=$(now)
+    st=$(stmt_count)
+    echo "   $(basename "$f"): $n records in $(secs "$t0" "$t1")s, $(grep -o '[0-9]* failed' "$W/pass.other.log" | head -1), $st statements ($(awk -v s="$st" -v n="$n" 'BEGIN{printf "%.2f", s / n}') per record)"
+  done
+fi
 
 echo "== raw baselines on the same database (schema raw, the same migrations)"
 psql -q "$URL" -c "CREATE SCHEMA raw"
@@ -143,7 +173,27 @@ SQL
 t1=$(now); COPYT[upserts]=$(secs "$t0" "$t1"); echo "   COPY upserts: ${COPYT[upserts]}s"
 
 echo "== parallel lenders: the creates file for 1, 2 and 4 lenders at once (parallel_lenders = 4)"
+# Each lender its own copy with its own email addresses (b7+demo2@...): emails are unique across
+# lenders, so with one shared file a lender's load waits on the other's email claims (until it
+# commits) and the lenders run one after the other.
+for i in 1 2 3 4; do
+  [ "$i" -eq 1 ] && id=demo || id=demo$i
+  python3 - "$(file_of creates)" "$W/files/creates.$id.json" "$id" <<'PY'
+import json, sys
+recs = json.load(open(sys.argv[1]))
+for r in recs:
+    if r.get("Email"):
+        local, _, domain = r["Email"].partition("@")
+        r["Email"] = f"{local}+{sys.argv[3]}@{domain}"
+json.dump(recs, open(sys.argv[2], "w"))
+PY
+done
 declare -A PAR
+pg_cpu() { # CPU seconds of every postgres process so far (clock ticks of /proc/<pid>/stat)
+  local tck; tck=$(getconf CLK_TCK)
+  for p in $(pgrep -x postgres); do awk '{print $14 + $15 + $16 + $17}' "/proc/$p/stat" 2>/dev/null; done \
+    | awk -v t="$tck" '{s += $1} END {printf "%.2f", s / t}'
+}
 for k in 1 2 4; do
   psql -q "$BASE/postgres" -c "DROP DATABASE IF EXISTS bench_par" -c "CREATE DATABASE bench_par"
   URL_SAVE=$URL; URL=$BASE/bench_par
@@ -151,20 +201,24 @@ for k in 1 2 4; do
   $T/bulkload run --config "$CFG" --settle-seconds 0 >/dev/null
   for i in $(seq 1 "$k"); do
     [ "$i" -eq 1 ] && id=demo || id=demo$i
-    cp "$(file_of creates)" "$P/lenders/$id/sandbox/import/pickup/"
+    cp "$W/files/creates.$id.json" "$P/lenders/$id/sandbox/import/pickup/borrowers_bench.json"
   done
-  t0=$(now); $T/bulkload run --config "$CFG" --settle-seconds 0 > "$W/par.$k.log"; t1=$(now)
+  # The CPU seconds bulkload and the server spent (user + system), to tell waiting from working.
+  pgcpu0=$(pg_cpu)
+  t0=$(now); cpu=$( { TIMEFORMAT='%U %S'; time $T/bulkload run --config "$CFG" --settle-seconds 0 > "$W/par.$k.log"; } 2>&1 | awk '{print $1 + $2}'); t1=$(now)
+  pgcpu=$(awk -v a="$pgcpu0" -v b="$(pg_cpu)" 'BEGIN{printf "%.1f", b - a}')
   PAR[$k]=$(secs "$t0" "$t1")
-  echo "   $k lender(s): ${PAR[$k]}s"
+  made=$(psql -qAt "$BASE/bench_par" -c "SELECT string_agg(lender || '=' || n, ' ' ORDER BY lender) FROM (SELECT lender, count(*) n FROM bulkload_sandbox.accounts GROUP BY lender) c")
+  echo "   $k lender(s): ${PAR[$k]}s (CPU: bulkload ${cpu}s, server ${pgcpu}s); accounts created: $made"
 done
 
 echo
 echo "== results (records/s; ratio = pass / prepared loop; target >= 0.50)"
-printf '%-10s %9s %10s %12s %10s %10s %10s\n' phase records pass/s loop/s copy/s pass/loop pass/copy
+printf '%-10s %9s %10s %12s %10s %10s %10s %10s\n' phase records pass/s loop/s copy/s pass/loop pass/copy stmt/rec
 for p in $PHASES; do
-  awk -v p="$p" -v n="${REC[$p]}" -v a="${PASS[$p]}" -v b="${RAW[$p]}" -v c="${COPYT[$p]}" 'BEGIN {
+  awk -v p="$p" -v n="${REC[$p]}" -v a="${PASS[$p]}" -v b="${RAW[$p]}" -v c="${COPYT[$p]}" -v st="${STMT[$p]}" 'BEGIN {
     pa = n / a; rb = n / b; cc = n / c;
-    printf "%-10s %9d %10.0f %12.0f %10.0f %10.2f %10.2f\n", p, n, pa, rb, cc, pa / rb, pa / cc }'
+    printf "%-10s %9d %10.0f %12.0f %10.0f %10.2f %10.2f %10s\n", p, n, pa, rb, cc, pa / rb, pa / cc, (st > 0 ? sprintf("%.2f", st / n) : "n/a") }'
 done
 n=${REC[creates]}
 awk -v n="$n" -v a="${PAR[1]}" -v b="${PAR[2]}" -v c="${PAR[4]}" 'BEGIN {

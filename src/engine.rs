@@ -221,8 +221,17 @@ fn stream(
         let (recycle, recycled) = sync_channel::<Batch>(2);
         let parser = scope.spawn(move || parse_ahead(&mut *reader, kind, ctx, send, recycled));
         let mut failure = None;
+        let prefetch = tx.wants_prefetch();
         let mut writer = RecordWriter::new(tx, lender);
         'batches: for batch in receive {
+            // The keys the batch will look up, for a store that fetches them at once.
+            if prefetch {
+                let keys = records::prefetch::keys(kind, batch.iter().map(|b| &b.2));
+                if let Err(e) = writer.tx.prefetch(&keys) {
+                    failure = Some(e);
+                    break 'batches;
+                }
+            }
             for (index, line, validated) in &batch {
                 let sink = Problems {
                     line: *line,

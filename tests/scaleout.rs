@@ -4,6 +4,13 @@
 //! processed folders must equal those of one clean run over the same files: each file applied
 //! exactly once, none lost, each lender's files in their order.
 //!
+//! Files arrive as a lender's script behind a load balancer sends them: through the SFTP server
+//! of one of the daemons (each its own port), with the real OpenSSH `sftp` client; an upload to a
+//! daemon that is down, or killed mid-upload, fails and is sent again to another daemon (a
+//! partial upload never reaches `pickup/` as a complete file). Before re-sending, the script
+//! looks whether the failed try landed after all (the daemon died after publishing the file,
+//! before answering), as a careful lender does by listing its folders.
+//!
 //! The kills are drawn from a seed printed at the start (`BULKLOAD_CHAOS_SEED=<n>` replays a
 //! run); the chaos lasts a bounded time, then the daemons are left to finish.
 
@@ -46,8 +53,8 @@ fn lender(i: usize) -> String {
     format!("l{i}")
 }
 
-/// The config: six lenders of one division each, a pass every second.
-fn config_text(data: &Path, url: &str, sftp_port: u16) -> String {
+/// The config: six lenders of one division each (logging in with `key`), a pass every second.
+fn config_text(data: &Path, url: &str, sftp_port: u16, key: &Path) -> String {
     let mut t = format!(
         "data_dir = {:?}\nenvironments = [\"sandbox\"]\n\n[schedule]\nsettle_seconds = 0\ncron = \"* * * * * *\"\n\n[sftp]\nlisten = \"127.0.0.1:{sftp_port}\"\nhost_key = {:?}\n\n[store]\nurl = \"{url}\"\nlease_seconds = 2\nparallel_lenders = 3\n\n",
         data.display().to_string(),
@@ -55,8 +62,9 @@ fn config_text(data: &Path, url: &str, sftp_port: u16) -> String {
     );
     for i in 0..LENDERS {
         t.push_str(&format!(
-            "[[lenders]]\nid = \"{}\"\n[[lenders.divisions]]\nthread_id = \"{:032x}\"\nsystem_name = \"main\"\neditable_name = \"Main\"\npositions = [\"AEA\"]\n\n",
+            "[[lenders]]\nid = \"{}\"\nauthorized_keys = {:?}\n[[lenders.divisions]]\nthread_id = \"{:032x}\"\nsystem_name = \"main\"\neditable_name = \"Main\"\npositions = [\"AEA\"]\n\n",
             lender(i),
+            key.with_extension("pub").display().to_string(),
             div_base() + i as u128
         ));
     }
@@ -102,6 +110,132 @@ fn upload(data: &Path, l: usize, k: usize) {
     let tmp = staging.join(format!("{}-{name}", lender(l)));
     fs::write(&tmp, body).unwrap();
     fs::rename(&tmp, pickup.join(name)).unwrap();
+}
+
+/// The key every lender logs in with (`key`, `key.pub`).
+fn keygen(key: &Path) {
+    let out = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(key)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("ssh-keygen not runnable (openssh-client; .ci/run installs it): {e}")
+        });
+    assert!(out.status.success(), "ssh-keygen: {out:?}");
+}
+
+/// One try of sending file `k` of lender `l` to the daemon on `port` with `sftp -b`; true when
+/// the client says it was stored. A try that hangs is given up after 20 s.
+fn sftp_put(dir: &Path, key: &Path, port: u16, l: usize, k: usize) -> bool {
+    let (name, body) = file(l, k);
+    let local = dir.join(format!("out-{}-{name}", lender(l)));
+    fs::write(&local, body).unwrap();
+    let batch = dir.join(format!("batch-{}-{k}", lender(l)));
+    fs::write(
+        &batch,
+        format!("put {} /sandbox/import/pickup/{name}\n", local.display()),
+    )
+    .unwrap();
+    let mut child = Command::new("sftp")
+        .arg("-b")
+        .arg(&batch)
+        .args([
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "LogLevel=QUIET",
+            "-o",
+            "ConnectTimeout=5",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "IdentitiesOnly=yes",
+            "-i",
+        ])
+        .arg(key)
+        .args(["-P", &port.to_string()])
+        .arg(format!("{}@127.0.0.1", lender(l)))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("sftp not runnable (openssh-client; .ci/run installs it): {e}"));
+    let t = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status.success();
+        }
+        if t.elapsed() > Duration::from_secs(20) {
+            let _ = child.kill();
+            let _ = child.wait();
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Whether file `k` of lender `l` reached the lender's folders (looked at in the order a file
+/// goes: pickup/, the claim in work/, processed/ and results/, so a file moving on is seen).
+fn landed(data: &Path, l: usize, k: usize) -> bool {
+    let (name, _) = file(l, k);
+    let stem = format!("{}.", name.trim_end_matches(".json"));
+    let import = data.join("lenders").join(lender(l)).join("sandbox/import");
+    let dirs = [
+        import.join("pickup"),
+        data.join("work/sandbox").join(lender(l)),
+        import.join("processed"),
+        import.join("results"),
+    ];
+    dirs.iter().any(|d| {
+        names(d)
+            .iter()
+            .any(|n| !n.starts_with('.') && (n == &name || n.contains(&stem)))
+    })
+}
+
+/// A lender's script: sends its files in order at the planned times (ms from `start`), each to
+/// a daemon drawn at random, re-sending a failed upload to the next daemon until one takes it.
+/// Returns how many tries failed.
+#[allow(clippy::too_many_arguments)]
+fn lender_script(
+    dir: &Path,
+    data: &Path,
+    key: &Path,
+    ports: &[u16],
+    l: usize,
+    times: &[u64],
+    seed: u64,
+    start: Instant,
+) -> usize {
+    let mut rng = Rng(seed | 1);
+    let mut failed = 0;
+    for (k, &at) in times.iter().enumerate() {
+        let due = start + Duration::from_millis(at);
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        let mut d = rng.below(ports.len() as u64) as usize;
+        let t = Instant::now();
+        loop {
+            if sftp_put(dir, key, ports[d], l, k) {
+                break;
+            }
+            failed += 1;
+            if landed(data, l, k) {
+                break;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(60),
+                "file {k} of {} could not be uploaded to any daemon for 60 s",
+                lender(l)
+            );
+            d = (d + 1) % ports.len();
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    failed
 }
 
 struct Daemon {
@@ -185,13 +319,17 @@ fn three_daemons_killed_at_random_apply_every_file_exactly_once() {
     eprintln!("chaos seed: {seed} (replay with BULKLOAD_CHAOS_SEED={seed})");
     let mut rng = Rng(seed);
 
+    let keys = tempfile::tempdir().unwrap();
+    let key = keys.path().join("lender_key");
+    keygen(&key);
+
     // The reference: one clean run over every file at once.
     let reference = {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
         let url = pg_database();
         let config = dir.path().join("config.toml");
-        fs::write(&config, config_text(&data, &url, free_port())).unwrap();
+        fs::write(&config, config_text(&data, &url, free_port(), &key)).unwrap();
         for l in 0..LENDERS {
             for k in 0..FILES {
                 upload(&data, l, k);
@@ -228,7 +366,7 @@ fn three_daemons_killed_at_random_apply_every_file_exactly_once() {
             0 => dir.path().join("config.toml"),
             _ => dir.path().join(format!("daemon{d}.toml")),
         };
-        fs::write(&config, config_text(&data, &url, port)).unwrap();
+        fs::write(&config, config_text(&data, &url, port, &key)).unwrap();
         let mut daemon = Daemon {
             config,
             child: None,
@@ -240,60 +378,78 @@ fn three_daemons_killed_at_random_apply_every_file_exactly_once() {
         ports.push(port);
     }
 
-    // Uploads (each lender's files in order, at random moments) and kills, for a bounded time.
-    let mut plan: Vec<(u64, usize)> = Vec::new(); // (ms from start, lender)
-    for l in 0..LENDERS {
+    // Uploads (each lender's files in order, at random moments, by SFTP to any daemon) and
+    // kills, for a bounded time.
+    let mut plans: Vec<Vec<u64>> = Vec::new(); // per lender: ms from start
+    for _ in 0..LENDERS {
         let mut t = 0;
-        for _ in 0..FILES {
-            t += 200 + rng.below(1500);
-            plan.push((t, l));
-        }
+        plans.push(
+            (0..FILES)
+                .map(|_| {
+                    t += 200 + rng.below(1500);
+                    t
+                })
+                .collect(),
+        );
     }
-    plan.sort();
-    let mut next_file = [0usize; LENDERS];
     let chaos = Duration::from_secs(20);
     let start = Instant::now();
-    let mut next_kill = Duration::from_millis(500 + rng.below(1500));
-    let mut restarts: Vec<(Duration, usize)> = Vec::new();
     let mut kills = 0;
-    let mut plan = plan.into_iter().peekable();
-    while start.elapsed() < chaos || plan.peek().is_some() {
-        let now = start.elapsed();
-        while let Some(&(t, l)) = plan.peek() {
-            if Duration::from_millis(t) > now {
-                break;
+    let failed_tries = std::thread::scope(|s| {
+        let scripts: Vec<_> = plans
+            .iter()
+            .enumerate()
+            .map(|(l, times)| {
+                let (dirp, data, key, ports) = (dir.path(), &data, &key, &ports);
+                let seed = rng.next();
+                s.spawn(move || lender_script(dirp, data, key, ports, l, times, seed, start))
+            })
+            .collect();
+        let mut next_kill = Duration::from_millis(500 + rng.below(1500));
+        let mut restarts: Vec<(Duration, usize)> = Vec::new();
+        while start.elapsed() < chaos || scripts.iter().any(|h| !h.is_finished()) {
+            let now = start.elapsed();
+            if now >= next_kill && now < chaos {
+                let d = rng.below(3) as usize;
+                if daemons[d].child.is_some() {
+                    daemons[d].kill();
+                    kills += 1;
+                    restarts.push((now + Duration::from_millis(300 + rng.below(1500)), d));
+                }
+                next_kill = now + Duration::from_millis(400 + rng.below(1600));
             }
-            upload(&data, l, next_file[l]);
-            next_file[l] += 1;
-            plan.next();
+            restarts.retain(|&(at, d)| {
+                if now >= at {
+                    daemons[d].start();
+                    false
+                } else {
+                    true
+                }
+            });
+            // After the chaos, every daemon serves (uploads still going on need one).
+            if now >= chaos {
+                for (_, d) in restarts.drain(..) {
+                    daemons[d].start();
+                }
+                for d in daemons.iter_mut() {
+                    if d.child.is_none() {
+                        d.start();
+                    }
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
         }
-        if now >= next_kill && now < chaos {
-            let d = rng.below(3) as usize;
-            if daemons[d].child.is_some() {
-                daemons[d].kill();
-                kills += 1;
-                restarts.push((now + Duration::from_millis(300 + rng.below(1500)), d));
-            }
-            next_kill = now + Duration::from_millis(400 + rng.below(1600));
-        }
-        restarts.retain(|&(at, d)| {
-            if now >= at {
-                daemons[d].start();
-                false
-            } else {
-                true
-            }
-        });
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    for (_, d) in restarts.drain(..) {
-        daemons[d].start();
-    }
+        scripts
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .sum::<usize>()
+    });
     for d in daemons.iter_mut() {
         if d.child.is_none() {
             d.start();
         }
     }
+    eprintln!("{failed_tries} upload tries failed and were sent again");
     assert!(kills >= 5, "only {kills} kills in the chaos phase");
 
     // Let the daemons finish: every file finished, nothing left in pickup/ or work/.

@@ -22,6 +22,7 @@ mod loan_brokers;
 mod loan_positions;
 mod loans;
 mod partners;
+pub mod prefetch;
 pub mod write;
 
 use crate::config::{Lender, Lookups};

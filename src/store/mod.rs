@@ -443,12 +443,45 @@ pub trait Store: Send {
     fn failed_deliveries(&self, limit: i64) -> Result<Vec<FailedDelivery>, StoreError>;
 }
 
+/// The keys one batch of a load's records will look up, collected before the batch is applied
+/// (`records::prefetch`), so that a backend with a round trip per statement may fetch them in a
+/// few statements (`LoadTx::prefetch`). A hint only: every key a batch looks up need not be here,
+/// and a backend may ignore it.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Prefetch {
+    /// The entity table the batch's records are found in; `None`: no rows to fetch.
+    pub table: Option<Table>,
+    /// Thread ids the records name (found with `Key::ThreadId`).
+    pub thread_ids: Vec<String>,
+    /// Lender ids the records name, as `Key::LenderId` is given them (partners: lower case).
+    pub lender_ids: Vec<String>,
+    /// Email keys `email_in_use` may be asked about.
+    pub email_keys: Vec<String>,
+}
+
+impl Prefetch {
+    pub fn is_empty(&self) -> bool {
+        self.thread_ids.is_empty() && self.lender_ids.is_empty() && self.email_keys.is_empty()
+    }
+}
+
 /// One load's transaction, scoped to one lender. Dropping it without `complete` rolls
 /// everything back.
 pub trait LoadTx {
     /// The load's store id (what `created_load` / `updated_load` columns hold).
     fn row(&self) -> RowId;
     fn lender(&self) -> &str;
+    /// A hint before a batch of records is applied: the keys they will look up. A backend may
+    /// fetch them at once and answer `find` / `email_in_use` from what it fetched, as long as
+    /// every answer stays what asking at that moment would give (writes of the transaction
+    /// since the fetch included). The default ignores it.
+    fn prefetch(&mut self, _keys: &Prefetch) -> Result<(), StoreError> {
+        Ok(())
+    }
+    /// Whether `prefetch` does anything (collecting a batch's keys is skipped otherwise).
+    fn wants_prefetch(&self) -> bool {
+        false
+    }
     /// One entity row of the lender (of `kind`, for accounts, when given).
     fn find(
         &mut self,
@@ -483,7 +516,8 @@ pub trait LoadTx {
     ) -> Result<Written, StoreError>;
     /// Reads one column of an entity row.
     fn get(&mut self, table: Table, id: RowId, col: &str) -> Result<Value, StoreError>;
-    /// Adds a link; false when it was there already.
+    /// Adds a link; false when it was there already. A backend that writes links a batch at a
+    /// time (PostgreSQL) answers true: no caller depends on the answer.
     fn link(&mut self, link: Link, keys: &[Value]) -> Result<bool, StoreError>;
     /// Updates, in one statement, the row of `table` (of account `kind` when given) whose lender
     /// id is `lender_id`, provided its email key is the one given (`Some(key)`, `Some(None)` for

@@ -28,11 +28,20 @@ pub const DDL: &str = "CREATE TABLE IF NOT EXISTS lender_leases (
 
 /// The emails running loads are checking (`LoadTx::email_in_use`): rows only while a load runs
 /// (its own insert and delete commit together). Coordination too, not a versioned migration.
-pub const EMAIL_CLAIMS_DDL: &str = "CREATE TABLE IF NOT EXISTS email_claims (
+/// Unlogged (no WAL: a create file's claims were a WAL record each, written and deleted in one
+/// transaction): a crash empties it, which is right, as no row is meant to outlive its load;
+/// standbys do not see it, which is right too (a promoted standby has no running loads). A table
+/// made before is switched once (it is empty but for running loads).
+pub const EMAIL_CLAIMS_DDL: &str = "CREATE UNLOGGED TABLE IF NOT EXISTS email_claims (
     email_key  TEXT PRIMARY KEY,
     load_id    BIGINT NOT NULL
 );
-CREATE INDEX IF NOT EXISTS email_claims_load ON email_claims (load_id)";
+CREATE INDEX IF NOT EXISTS email_claims_load ON email_claims (load_id);
+DO $$ BEGIN
+    IF (SELECT relpersistence FROM pg_class WHERE oid = 'email_claims'::regclass) = 'p' THEN
+        ALTER TABLE email_claims SET UNLOGGED;
+    END IF;
+END $$";
 
 /// A lease this store holds.
 #[derive(Debug, Clone)]

@@ -13,6 +13,7 @@
 //! `schema_vN.sql` here and its line in `MIGRATIONS`, mirroring SQLite's `schema_vN.sql`.
 
 pub mod leases;
+mod prefetch;
 
 use postgres::types::{to_sql_checked, IsNull, ToSql, Type};
 use postgres::{Client, NoTls, Row, Statement};
@@ -22,8 +23,8 @@ use std::collections::HashMap;
 use super::{
     lender_id_column, link_table, table_name, AccountKind, ApiSubmission, ApiSubmissionKey,
     Attempt, Delivery, FailedDelivery, Found, HourActivity, Key, Link, LoadKey, LoadPage,
-    LoadQuery, LoadRow, LoadTx, LoanRelation, ProblemRow, RecordPage, RecordQuery, RowId, Source,
-    Store, StoreError, Table, Value, Written,
+    LoadQuery, LoadRow, LoadTx, LoanRelation, Prefetch, ProblemRow, RecordPage, RecordQuery, RowId,
+    Source, Store, StoreError, Table, Value, Written,
 };
 use crate::config::PgConfig;
 use crate::problem::Problem;
@@ -46,6 +47,11 @@ const MIGRATION_LOCK: i64 = 0x0062_756c_6b6d_6967;
 /// lender's loads: a load's `begin` holds it until the load ends, an API submission while it
 /// reserves its number, so neither takes a number the other holds uncommitted.
 const NUMBER_LOCK: i32 = 0x626c_6e6f;
+
+/// Seconds a notification taken by `due_deliveries` stays with the daemon that took it: its try
+/// is recorded long before (`[notify] timeout_seconds`); past it (the daemon died), any daemon
+/// tries again, with the same `webhook-id`.
+const DELIVERY_CLAIM: f64 = 300.0;
 
 /// The columns of an API submission, in `submission`'s order.
 const SUBMISSION_COLUMNS: &str =
@@ -98,9 +104,15 @@ pub fn connect(cfg: &PgConfig) -> Result<Client, StoreError> {
     })
 }
 
+/// The statements of one hash of (operation, table, columns), with their columns.
+type Shapes = Vec<(Box<[String]>, Statement)>;
+
 pub struct PgStore {
     conn: RefCell<Client>,
     statements: RefCell<HashMap<String, Statement>>,
+    /// Inserts and updates by their shape (`shaped`): a record's statement is found without
+    /// formatting its text anew.
+    shapes: RefCell<HashMap<u64, Shapes>>,
     /// The lease this store's loads are fenced by (`leases`), when several daemons share it.
     pub(crate) lease: Option<leases::Held>,
     ttl: std::time::Duration,
@@ -229,6 +241,7 @@ impl PgStore {
         Ok(PgStore {
             conn: RefCell::new(conn),
             statements: RefCell::new(HashMap::new()),
+            shapes: RefCell::new(HashMap::new()),
             lease: None,
             ttl: cfg.lease,
         })
@@ -242,6 +255,36 @@ impl PgStore {
         self.statements
             .borrow_mut()
             .insert(sql.to_string(), st.clone());
+        Ok(st)
+    }
+
+    /// The prepared statement of an insert or update (`op`) of `table` writing `cols`; `sql`
+    /// makes its text the first time.
+    fn shaped(
+        &self,
+        op: &str,
+        table: Table,
+        cols: &[&str],
+        sql: impl FnOnce() -> String,
+    ) -> Result<Statement, StoreError> {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (op, table_name(table), cols).hash(&mut h);
+        let key = h.finish();
+        if let Some(v) = self.shapes.borrow().get(&key) {
+            if let Some((_, st)) = v
+                .iter()
+                .find(|(c, _)| c.iter().map(String::as_str).eq(cols.iter().copied()))
+            {
+                return Ok(st.clone());
+            }
+        }
+        let st = self.statement(&sql())?;
+        self.shapes
+            .borrow_mut()
+            .entry(key)
+            .or_default()
+            .push((cols.iter().map(|c| c.to_string()).collect(), st.clone()));
         Ok(st)
     }
 
@@ -328,6 +371,8 @@ impl Store for PgStore {
             problems: 0,
             pending: PendingProblems::default(),
             open: true,
+            cache: None,
+            links: Vec::new(),
         };
         // Fenced by the lender's lease when several daemons share the store: the lease row
         // stays locked until this transaction ends, so no other daemon takes the lender over
@@ -421,14 +466,24 @@ impl Store for PgStore {
             .map(|c| format!("l.{}", c.trim()))
             .collect::<Vec<_>>()
             .join(", ");
+        // Several daemons poll one outbox: the rows returned are claimed (due again only after
+        // `DELIVERY_CLAIM`, when the try was never recorded: its daemon died), and rows another
+        // daemon is claiming are skipped, so a notification is tried by one daemon at a time.
         let rows = self.query(
             &format!(
-                "SELECT o.id, o.msg_id, o.event, o.channel, o.target, o.created_at, o.attempts, {cols}
-                 FROM outbox o JOIN bulk_loads l ON l.id = o.load_id
-                 WHERE o.state = 'pending' AND o.next_at <= $1 AND l.state = 'finished'
-                 ORDER BY o.next_at, o.id LIMIT $2"
+                "WITH due AS (
+                     SELECT o.id, o.next_at AS was FROM outbox o JOIN bulk_loads l ON l.id = o.load_id
+                     WHERE o.state = 'pending' AND o.next_at <= $1 AND l.state = 'finished'
+                     ORDER BY o.next_at, o.id LIMIT $2
+                     FOR UPDATE OF o SKIP LOCKED),
+                 taken AS (
+                     UPDATE outbox o SET next_at = $1 + $3 FROM due WHERE o.id = due.id
+                     RETURNING o.id, o.msg_id, o.event, o.channel, o.target, o.created_at, o.attempts, o.load_id)
+                 SELECT t.id, t.msg_id, t.event, t.channel, t.target, t.created_at, t.attempts, {cols}
+                 FROM taken t JOIN due d ON d.id = t.id JOIN bulk_loads l ON l.id = t.load_id
+                 ORDER BY d.was, t.id"
             ),
-            &[&now, &(limit as i64)],
+            &[&now, &(limit as i64), &DELIVERY_CLAIM],
         )?;
         rows.iter()
             .map(|r| {
@@ -880,6 +935,31 @@ impl ToSql for Value {
     to_sql_checked!();
 }
 
+/// The columns `find` reads after the id: (kind or division, email key).
+fn found_columns(table: Table) -> (&'static str, &'static str) {
+    match table {
+        Table::Accounts => ("kind", "email_key"),
+        Table::Loans => ("division_thread_id", "NULL::text"),
+        Table::Partners => ("NULL::text", "email_key"),
+        Table::Brokers => ("NULL::text", "NULL::text"),
+    }
+}
+
+/// A `Found` from a row of (id, `found_columns`...).
+fn found_at(table: Table, r: &Row) -> Result<Found, postgres::Error> {
+    let extra: Option<String> = r.try_get(1)?;
+    let (kind, division) = match table {
+        Table::Accounts => (extra.as_deref().and_then(AccountKind::parse), None),
+        _ => (None, extra),
+    };
+    Ok(Found {
+        id: r.try_get(0)?,
+        kind,
+        division,
+        email_key: r.try_get(2)?,
+    })
+}
+
 /// `$1, $2, ...` from `from`.
 fn marks(from: usize, n: usize) -> String {
     (from..from + n)
@@ -902,7 +982,61 @@ struct PendingProblems {
     code: Vec<String>,
 }
 
+/// Links are written this many at a time at most.
+const LINK_BATCH: usize = 1000;
+
+/// The SQL array type of a link table's key column.
+fn link_column_type(col: &str) -> &'static str {
+    if col.ends_with("_id") && col != "division_thread_id" {
+        "bigint[]"
+    } else {
+        "text[]"
+    }
+}
+
 impl PgTx<'_> {
+    /// Writes the pending links: one statement per link table (duplicates write nothing, as
+    /// one at a time).
+    fn flush_links(&mut self) -> Result<(), StoreError> {
+        if self.links.is_empty() {
+            return Ok(());
+        }
+        let pending = std::mem::take(&mut self.links);
+        for link in [
+            Link::AccountDivisions,
+            Link::BrokerDivisions,
+            Link::BrokerContacts,
+            Link::LoanPositions,
+            Link::LoanBorrowers,
+            Link::LoanBrokerContacts,
+        ] {
+            let (table, cols) = link_table(link);
+            let mut columns: Vec<Vec<Value>> = vec![Vec::new(); cols.len()];
+            for (_, keys) in pending.iter().filter(|(l, _)| *l == link) {
+                for (c, v) in columns.iter_mut().zip(keys) {
+                    c.push(v.clone());
+                }
+            }
+            if columns[0].is_empty() {
+                continue;
+            }
+            let arrays: Vec<String> = cols
+                .iter()
+                .enumerate()
+                .map(|(i, c)| format!("${}::{}", i + 1, link_column_type(c)))
+                .collect();
+            let sql = format!(
+                "INSERT INTO {table} ({}) SELECT * FROM unnest({}) ON CONFLICT DO NOTHING",
+                cols.join(", "),
+                arrays.join(", ")
+            );
+            let p: Vec<&(dyn ToSql + Sync)> =
+                columns.iter().map(|c| c as &(dyn ToSql + Sync)).collect();
+            self.store.exec(&sql, &p)?;
+        }
+        Ok(())
+    }
+
     fn flush_problems(&mut self) -> Result<(), StoreError> {
         if self.pending.seq.is_empty() {
             return Ok(());
@@ -925,6 +1059,10 @@ struct PgTx<'s> {
     pending: PendingProblems,
     /// Still open: dropping it rolls back.
     open: bool,
+    /// The current batch's prefetched answers (`prefetch`).
+    cache: Option<prefetch::BatchCache>,
+    /// Links not yet written (`link`), in order.
+    links: Vec<(Link, Vec<Value>)>,
 }
 
 impl Drop for PgTx<'_> {
@@ -946,18 +1084,81 @@ impl LoadTx for PgTx<'_> {
         self.lender
     }
 
+    fn wants_prefetch(&self) -> bool {
+        true
+    }
+
+    /// The batch's lookups in at most four statements: its emails claimed (as `email_in_use`
+    /// claims one: first the claim, then the check, so a concurrent load's commit is seen)
+    /// and their holders read, and its rows by thread id and lender id.
+    fn prefetch(&mut self, keys: &Prefetch) -> Result<(), StoreError> {
+        self.cache = None;
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let mut holders = Vec::new();
+        if !keys.email_keys.is_empty() {
+            // In sorted order (the keys are): two loads claiming overlapping batches wait on
+            // each other in one order.
+            self.store.exec(
+                "INSERT INTO email_claims (email_key, load_id)
+                 SELECT k, $2 FROM unnest($1::text[]) AS k ON CONFLICT DO NOTHING",
+                &[&keys.email_keys, &self.id],
+            )?;
+            // At most two holders of each key per side of the borrower exception: enough for
+            // any `except` (one row) to leave the answer true when it is.
+            for r in self.store.query(
+                "SELECT email_key, id, kind FROM (
+                     SELECT email_key, id, kind,
+                            row_number() OVER (PARTITION BY email_key, kind = 'borrower' ORDER BY id) AS n
+                     FROM accounts WHERE email_key = ANY($1::text[])) h
+                 WHERE n <= 2",
+                &[&keys.email_keys],
+            )? {
+                let kind: Option<String> = r.get(2);
+                holders.push((r.get(0), r.get(1), kind.as_deref().and_then(AccountKind::parse)));
+            }
+        }
+        let mut found = Vec::new();
+        if let Some(table) = keys.table {
+            if !keys.thread_ids.is_empty() || !keys.lender_ids.is_empty() {
+                let (extra, email) = found_columns(table);
+                let lid = lender_id_column(table);
+                let sql = format!(
+                    "SELECT id, {extra}, {email}, thread_id, {lid} FROM {} WHERE lender = $1
+                     AND ({lid} = ANY($2::text[]) OR thread_id = ANY($3::text[]))",
+                    table_name(table)
+                );
+                for r in self
+                    .store
+                    .query(&sql, &[&self.lender, &keys.lender_ids, &keys.thread_ids])?
+                {
+                    let f = found_at(table, &r).map_err(backend)?;
+                    found.push((f, r.get(3), r.get(4)));
+                }
+            }
+        }
+        self.cache = Some(prefetch::BatchCache::new(
+            keys.table,
+            &keys.thread_ids,
+            &keys.lender_ids,
+            found,
+            &keys.email_keys,
+            holders,
+        ));
+        Ok(())
+    }
+
     fn find(
         &mut self,
         table: Table,
         key: Key<'_>,
         kind: Option<AccountKind>,
     ) -> Result<Option<Found>, StoreError> {
-        let (extra, email) = match table {
-            Table::Accounts => ("kind", "email_key"),
-            Table::Loans => ("division_thread_id", "NULL::text"),
-            Table::Partners => ("NULL::text", "email_key"),
-            Table::Brokers => ("NULL::text", "NULL::text"),
-        };
+        if let Some(hit) = self.cache.as_ref().and_then(|c| c.find(table, &key, kind)) {
+            return Ok(hit);
+        }
+        let (extra, email) = found_columns(table);
         let (col, val) = match key {
             Key::ThreadId(t) => ("thread_id", t),
             Key::LenderId(l) => (lender_id_column(table), l),
@@ -974,19 +1175,9 @@ impl LoadTx for PgTx<'_> {
                 .query_opt(&sql, &[&val, &self.lender, &k.as_str()])?,
             None => self.store.query_opt(&sql, &[&val, &self.lender])?,
         };
-        Ok(row.map(|r| {
-            let extra: Option<String> = r.get(1);
-            let (kind, division) = match table {
-                Table::Accounts => (extra.as_deref().and_then(AccountKind::parse), None),
-                _ => (None, extra),
-            };
-            Found {
-                id: r.get(0),
-                kind,
-                division,
-                email_key: r.get(2),
-            }
-        }))
+        row.map(|r| found_at(table, &r))
+            .transpose()
+            .map_err(backend)
     }
 
     fn email_in_use(
@@ -995,6 +1186,13 @@ impl LoadTx for PgTx<'_> {
         except: Option<RowId>,
         ignore_borrowers: bool,
     ) -> Result<bool, StoreError> {
+        if let Some(hit) = self
+            .cache
+            .as_ref()
+            .and_then(|c| c.email_in_use(email_key, except, ignore_borrowers))
+        {
+            return Ok(hit);
+        }
         // Emails are unique across lenders, whose loads may run at once (several daemons,
         // parallel lenders): the load claims the email first. A claim another running load
         // holds makes this insert wait for that load to end (its claims go with its commit),
@@ -1029,20 +1227,35 @@ impl LoadTx for PgTx<'_> {
             &self.id,
             &self.id,
         ]);
-        let mut names = cols.join(", ");
-        if !names.is_empty() {
-            names.push_str(", ");
-        }
-        // A taken lender id (a unique index) writes nothing: no row comes back. ON CONFLICT
-        // keeps the transaction usable, where a failed statement would abort it.
-        let sql = format!(
-            "INSERT INTO {} ({names}lender, thread_id, created_load, updated_load) VALUES ({})
-             ON CONFLICT DO NOTHING RETURNING id",
-            table_name(table),
-            marks(1, all.len())
-        );
-        Ok(match self.store.query_opt(&sql, &all)? {
-            Some(r) => Written::Row(r.get(0)),
+        let n = all.len();
+        let st = self.store.shaped("insert", table, cols, || {
+            let mut names = cols.join(", ");
+            if !names.is_empty() {
+                names.push_str(", ");
+            }
+            // A taken lender id (a unique index) writes nothing: no row comes back. ON CONFLICT
+            // keeps the transaction usable, where a failed statement would abort it.
+            format!(
+                "INSERT INTO {} ({names}lender, thread_id, created_load, updated_load) VALUES ({})
+                 ON CONFLICT DO NOTHING RETURNING id",
+                table_name(table),
+                marks(1, n)
+            )
+        })?;
+        let row = self
+            .store
+            .conn
+            .borrow_mut()
+            .query_opt(&st, &all)
+            .map_err(backend)?;
+        Ok(match row {
+            Some(r) => {
+                let id = r.get(0);
+                if let Some(c) = &mut self.cache {
+                    c.wrote(table, Some(id), Some(thread_id), cols, vals);
+                }
+                Written::Row(id)
+            }
             None => Written::Duplicate,
         })
     }
@@ -1054,34 +1267,45 @@ impl LoadTx for PgTx<'_> {
         cols: &[&str],
         vals: &[Value],
     ) -> Result<Written, StoreError> {
-        let mut sets: Vec<String> = cols
-            .iter()
-            .enumerate()
-            .map(|(i, c)| format!("{c} = ${}", i + 1))
-            .collect();
-        let n = cols.len();
-        sets.push(format!("updated_load = ${}", n + 1));
-        let t = table_name(table);
-        // The lender's id taken by another row of the lender: nothing is written (a unique
-        // violation would abort the whole transaction in PostgreSQL).
-        let lid = lender_id_column(table);
-        let guard = match cols.iter().position(|c| *c == lid) {
-            Some(i) => format!(
-                " AND NOT EXISTS (SELECT 1 FROM {t} o WHERE o.lender = {t}.lender AND o.{lid} = ${} AND o.id <> {t}.id)",
-                i + 1
-            ),
-            None => String::new(),
-        };
-        let sql = format!(
-            "UPDATE {t} SET {} WHERE id = ${}{guard}",
-            sets.join(", "),
-            n + 2
-        );
+        let st = self.store.shaped("update", table, cols, || {
+            let mut sets: Vec<String> = cols
+                .iter()
+                .enumerate()
+                .map(|(i, c)| format!("{c} = ${}", i + 1))
+                .collect();
+            let n = cols.len();
+            sets.push(format!("updated_load = ${}", n + 1));
+            let t = table_name(table);
+            // The lender's id taken by another row of the lender: nothing is written (a unique
+            // violation would abort the whole transaction in PostgreSQL).
+            let lid = lender_id_column(table);
+            let guard = match cols.iter().position(|c| *c == lid) {
+                Some(i) => format!(
+                    " AND NOT EXISTS (SELECT 1 FROM {t} o WHERE o.lender = {t}.lender AND o.{lid} = ${} AND o.id <> {t}.id)",
+                    i + 1
+                ),
+                None => String::new(),
+            };
+            format!(
+                "UPDATE {t} SET {} WHERE id = ${}{guard}",
+                sets.join(", "),
+                n + 2
+            )
+        })?;
+        if let Some(c) = &mut self.cache {
+            c.wrote(table, Some(id), None, cols, vals);
+        }
         let mut all: Vec<&(dyn ToSql + Sync)> = Vec::with_capacity(vals.len() + 2);
         all.extend(vals.iter().map(|v| v as &(dyn ToSql + Sync)));
         all.push(&self.id);
         all.push(&id);
-        Ok(match self.store.exec(&sql, &all)? {
+        let changed = self
+            .store
+            .conn
+            .borrow_mut()
+            .execute(&st, &all)
+            .map_err(backend)?;
+        Ok(match changed {
             0 => Written::Duplicate,
             _ => Written::Row(id),
         })
@@ -1101,18 +1325,18 @@ impl LoadTx for PgTx<'_> {
         })
     }
 
+    /// Deferred: links are written a batch at a time (`flush_links`), before anything that
+    /// could see them. The answer is therefore always true (no caller uses it).
     fn link(&mut self, link: Link, keys: &[Value]) -> Result<bool, StoreError> {
-        let (table, cols) = link_table(link);
-        let sql = format!(
-            "INSERT INTO {table} ({}) VALUES ({}) ON CONFLICT DO NOTHING",
-            cols.join(", "),
-            marks(1, cols.len())
-        );
-        let p: Vec<&(dyn ToSql + Sync)> = keys.iter().map(|v| v as &(dyn ToSql + Sync)).collect();
-        Ok(self.store.exec(&sql, &p)? > 0)
+        self.links.push((link, keys.to_vec()));
+        if self.links.len() >= LINK_BATCH {
+            self.flush_links()?;
+        }
+        Ok(true)
     }
 
     fn unlink(&mut self, link: Link, keys: &[Value]) -> Result<bool, StoreError> {
+        self.flush_links()?;
         let (table, cols) = link_table(link);
         let wh: Vec<String> = cols
             .iter()
@@ -1125,6 +1349,7 @@ impl LoadTx for PgTx<'_> {
     }
 
     fn unlink_all(&mut self, link: Link, owner: RowId) -> Result<(), StoreError> {
+        self.flush_links()?;
         let (table, cols) = link_table(link);
         self.store.exec(
             &format!("DELETE FROM {table} WHERE {} = $1", cols[0]),
@@ -1134,6 +1359,7 @@ impl LoadTx for PgTx<'_> {
     }
 
     fn loan_broker(&mut self, loan: RowId) -> Result<Option<(RowId, String)>, StoreError> {
+        self.flush_links()?;
         Ok(self
             .store
             .query_opt(
@@ -1150,6 +1376,7 @@ impl LoadTx for PgTx<'_> {
         broker: RowId,
         officer: Option<RowId>,
     ) -> Result<(), StoreError> {
+        self.flush_links()?;
         self.store.exec(
             "INSERT INTO loan_brokers (loan_id, broker_id, loan_officer_account_id) VALUES ($1, $2, $3)",
             &[&loan, &broker, &officer],
@@ -1158,6 +1385,7 @@ impl LoadTx for PgTx<'_> {
     }
 
     fn set_loan_officer(&mut self, loan: RowId, officer: RowId) -> Result<(), StoreError> {
+        self.flush_links()?;
         self.store.exec(
             "UPDATE loan_brokers SET loan_officer_account_id = $2 WHERE loan_id = $1",
             &[&loan, &officer],
@@ -1166,14 +1394,17 @@ impl LoadTx for PgTx<'_> {
     }
 
     fn delete_loan_broker(&mut self, loan: RowId) -> Result<(), StoreError> {
+        self.flush_links()?;
         self.store
             .exec("DELETE FROM loan_brokers WHERE loan_id = $1", &[&loan])?;
         Ok(())
     }
 
     fn savepoint(&mut self) -> Result<(), StoreError> {
-        // Problems kept so far belong before the savepoint: a rollback to it must keep them.
+        // Problems and links kept so far belong before the savepoint: a rollback to it must
+        // keep them.
         self.flush_problems()?;
+        self.flush_links()?;
         self.store.batch("SAVEPOINT record")
     }
 
@@ -1182,6 +1413,8 @@ impl LoadTx for PgTx<'_> {
     }
 
     fn rollback(&mut self) -> Result<(), StoreError> {
+        // Links kept since the savepoint (it flushed the earlier ones) are undone with it.
+        self.links.clear();
         self.store
             .batch("ROLLBACK TO SAVEPOINT record; RELEASE SAVEPOINT record")
     }
@@ -1250,6 +1483,7 @@ impl LoadTx for PgTx<'_> {
         c: &Counts,
     ) -> Result<RowId, StoreError> {
         self.flush_problems()?;
+        self.flush_links()?;
         self.store
             .exec("DELETE FROM email_claims WHERE load_id = $1", &[&self.id])?;
         self.store.exec(
