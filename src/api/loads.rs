@@ -725,8 +725,26 @@ pub async fn start_worker(st: &ApiState) -> Result<(), String> {
     Ok(())
 }
 
+/// How old an unacknowledged spool file (or `.part`) must be before a starting daemon removes
+/// it: with several daemons over one data_dir (docs/scale-out.md), a young one may be another
+/// daemon's request in flight, between its body's fsync and its submission's commit; removing
+/// it then would lose a load that daemon is about to acknowledge. A body still being received
+/// keeps its modification time fresh; a stalled one older than this is abandoned (its request
+/// fails, unacknowledged, and the client sends it again).
+const SPOOL_GRACE: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Whether a spool file is older than `SPOOL_GRACE` (an unreadable time counts as young: kept).
+fn abandoned(path: &std::path::Path) -> bool {
+    std::fs::metadata(path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .is_some_and(|age| age >= SPOOL_GRACE)
+}
+
 /// The spooled loads of a lender to apply: spool files with a committed submission. A spool
-/// file without one was never acknowledged (the daemon stopped before answering): removed.
+/// file without one was never acknowledged (the daemon stopped before answering): removed once
+/// older than `SPOOL_GRACE` (until then it may be another daemon's request in flight).
 fn recover(cfg: &Config, env: &str, lender: &str) -> Result<Vec<Job>, String> {
     let dir = spool_dir(&cfg.data_dir, env, lender);
     let entries = match std::fs::read_dir(&dir) {
@@ -744,7 +762,9 @@ fn recover(cfg: &Config, env: &str, lender: &str) -> Result<Vec<Job>, String> {
     for name in names {
         let path = dir.join(&name);
         if name.starts_with('.') && name.ends_with(".part") {
-            let _ = std::fs::remove_file(&path);
+            if abandoned(&path) {
+                let _ = std::fs::remove_file(&path);
+            }
             continue;
         }
         let Some(claim) = name.strip_suffix(".json") else {
@@ -762,7 +782,7 @@ fn recover(cfg: &Config, env: &str, lender: &str) -> Result<Vec<Job>, String> {
                     claim: claim.to_string(),
                 })
             }
-            None => {
+            None if abandoned(&path) => {
                 tracing::info!(
                     env,
                     lender,
@@ -771,6 +791,7 @@ fn recover(cfg: &Config, env: &str, lender: &str) -> Result<Vec<Job>, String> {
                 );
                 let _ = std::fs::remove_file(&path);
             }
+            None => {}
         }
     }
     Ok(jobs)

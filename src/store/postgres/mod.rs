@@ -363,7 +363,12 @@ impl Store for PgStore {
         source: Source,
         started_at: &str,
     ) -> Result<Box<dyn LoadTx + 's>, StoreError> {
-        self.batch("BEGIN")?;
+        // Seq scans priced out for the load: its statements are prepared once and their generic
+        // plans kept, and a plan made while a table was small (the first load into an empty
+        // store) scanned it whole for every batch's prefetch as it grew: 31 ms a batch at 10k
+        // accounts, a third of a create load (bench/README.md "Issue 14", pg_stat_statements).
+        // Every lookup of a load has its index; a query without one still runs.
+        self.batch("BEGIN; SET LOCAL enable_seqscan = off")?;
         let mut tx = PgTx {
             store: self,
             lender,
