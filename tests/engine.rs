@@ -207,7 +207,8 @@ fn one_statement_paths_keep_every_rule(backend: Backend) {
             {"Mode":"update","ExternalId":"E9","FirstName":"No"},
             {"Mode":"upsert","ExternalId":"E2","Email":"d@x.test"},
             {"Mode":"upsert","ExternalId":"E3","Email":"e@x.test"},
-            {"Mode":"update","ExternalId":"E1","LastName":"Lee"}]"#,
+            {"Mode":"update","ExternalId":"E1","LastName":"Lee"},
+            {"Mode":"upsert","ExternalId":"B1","FirstName":"No"}]"#,
     );
     write(
         "borrowers_2.json",
@@ -255,9 +256,14 @@ fn one_statement_paths_keep_every_rule(backend: Backend) {
     assert_eq!(
         counts(
             &emp,
-            &["NumCreateSuccess", "NumUpdateSuccess", "NumUpdateFailure"]
+            &[
+                "NumCreateSuccess",
+                "NumUpdateSuccess",
+                "NumUpdateFailure",
+                "NumCreateFailure"
+            ]
         ),
-        [1, 3, 3]
+        [1, 3, 3, 1]
     );
     let taken = "Email: \"a@x.test\" is already in use; account emails must be unique across the whole system.";
     assert_eq!(
@@ -266,6 +272,10 @@ fn one_statement_paths_keep_every_rule(backend: Backend) {
             (1, taken.to_string()),
             (2, "No employee for supplied ExternalId exists.".to_string()),
             (3, "No employee for supplied ExternalId exists.".to_string()),
+            (
+                7,
+                "ExternalId: \"B1\" is already used by a borrower of this lender; ExternalId must be unique across employees, borrowers and broker accounts.".to_string()
+            ),
         ]
     );
     let bor = by_name("borrowers_2.json");

@@ -97,7 +97,41 @@ pub fn update_in_place(
         &cols,
         &vals,
     )?;
-    Ok(updated.then_some(Outcome::Updated))
+    if updated {
+        return Ok(Some(Outcome::Updated));
+    }
+    if r.mode != Mode::Upsert {
+        return Ok(None);
+    }
+    // An upsert of an account that may be new: its create, written only when the email is free
+    // (as a create checks it) and no account of the lender has the ExternalId; otherwise the
+    // ordinary way (an existing account's update has its own email rule).
+    let divs = match divisions {
+        Some(field) => match w.divisions_or_default(r, field) {
+            Ok(d) => Some(d),
+            Err(_) => return Ok(None),
+        },
+        None => None,
+    };
+    let (mut cols, mut vals) = w.create_columns(r);
+    cols.extend(["kind", "email_key"]);
+    vals.push(Value::Text(kind.as_str().into()));
+    let key = email_key(email);
+    vals.push(key_value(key.clone()));
+    let Some(id) = w.tx.insert_new_account(
+        &super::write::new_thread_id(),
+        &cols,
+        &vals,
+        key.as_deref(),
+        kind == AccountKind::Borrower,
+    )?
+    else {
+        return Ok(None);
+    };
+    if let Some(d) = divs {
+        w.set_divisions(Link::AccountDivisions, id, &d, false)?;
+    }
+    Ok(Some(Outcome::Created))
 }
 
 /// Updates an account row: the supplied fields, the email key, the divisions when given.

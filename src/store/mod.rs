@@ -537,6 +537,21 @@ pub trait LoadTx {
     ) -> Result<bool, StoreError> {
         Ok(false)
     }
+    /// An upsert's create of an account whose ExternalId (among `cols`) is new: unless
+    /// `email_in_use(email_key, None, ignore_borrowers)` would say the email is taken, inserts the
+    /// row if no account of the lender has that ExternalId, and answers its id. `None` when it
+    /// wrote nothing (the email taken, the ExternalId there already): the caller goes the
+    /// ordinary way. The default writes nothing.
+    fn insert_new_account(
+        &mut self,
+        _thread_id: &str,
+        _cols: &[&str],
+        _vals: &[Value],
+        _email_key: Option<&str>,
+        _ignore_borrowers: bool,
+    ) -> Result<Option<RowId>, StoreError> {
+        Ok(None)
+    }
     /// Links `owner` to the account of `kind` whose lender id is `external_id`, in one
     /// statement: `rest` are the link's keys after the account (a position). `true` when the
     /// link was written; `false` says only that nothing was (no such account, another kind, or

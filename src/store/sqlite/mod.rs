@@ -1048,6 +1048,47 @@ impl LoadTx for SqliteTx<'_> {
         Ok(n > 0)
     }
 
+    fn insert_new_account(
+        &mut self,
+        thread_id: &str,
+        cols: &[&str],
+        vals: &[Value],
+        email_key: Option<&str>,
+        ignore_borrowers: bool,
+    ) -> Result<Option<RowId>, StoreError> {
+        if let Some(key) = email_key {
+            if self.email_in_use(key, None, ignore_borrowers)? {
+                return Ok(None);
+            }
+        }
+        let n = vals.len() + 4;
+        let q = self.index(op(14, Table::Accounts as u8), cols, || {
+            let mut names = cols.join(", ");
+            if !names.is_empty() {
+                names.push_str(", ");
+            }
+            let marks = vec!["?"; n].join(", ");
+            format!(
+                "INSERT INTO accounts ({names}lender, thread_id, created_load, updated_load) VALUES ({marks})
+                 ON CONFLICT (lender, external_id) WHERE external_id IS NOT NULL DO NOTHING"
+            )
+        })?;
+        let mut all: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(n);
+        all.extend(vals.iter().map(|v| v as &dyn rusqlite::ToSql));
+        all.extend([
+            &self.lender as &dyn rusqlite::ToSql,
+            &thread_id,
+            &self.id,
+            &self.id,
+        ]);
+        match self.stmts[q].execute(&all[..]) {
+            Ok(0) => Ok(None),
+            Ok(_) => Ok(Some(self.conn.last_insert_rowid())),
+            Err(e) if is_unique_violation(&e) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     fn update_in_place(
         &mut self,
         table: Table,
