@@ -127,15 +127,32 @@ impl SqliteStore {
             Synchronous::Normal => "NORMAL",
         };
         let cache_kib = cfg.cache_mib.max(1) * 1024;
-        conn.execute_batch(&format!(
-            "PRAGMA journal_mode = WAL;
+        let pragmas = format!(
+            "PRAGMA busy_timeout = 10000;
+             PRAGMA journal_mode = WAL;
              PRAGMA synchronous = {sync};
              PRAGMA foreign_keys = ON;
-             PRAGMA busy_timeout = 10000;
              PRAGMA cache_size = -{cache_kib};
              PRAGMA temp_store = MEMORY;"
-        ))
-        .map_err(open_err)?;
+        );
+        // Switching a new store to WAL needs its exclusive lock, and SQLite answers "database is
+        // locked" at once rather than wait (the busy handler is skipped where waiting could
+        // deadlock) when another connection opens it at the same moment: asked again for up to
+        // the busy timeout.
+        let mut tries = 0;
+        loop {
+            match conn.execute_batch(&pragmas) {
+                Ok(()) => break,
+                Err(rusqlite::Error::SqliteFailure(f, _))
+                    if matches!(f.code, ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked)
+                        && tries < 1000 =>
+                {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                Err(e) => return Err(open_err(e)),
+            }
+        }
         conn.set_prepared_statement_cache_capacity(128);
         let version: i64 = conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))
@@ -148,14 +165,28 @@ impl SqliteStore {
                 known,
             });
         }
-        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+        let mut version = version;
+        while version < known {
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(open_err)?;
+            // Read again under the write lock: another connection opening the same store at
+            // the same moment (the daemon's first pass and an API request, two processes) may
+            // have migrated it since; running a migration twice failed ("table already exists").
+            version = tx
+                .query_row("PRAGMA user_version", [], |r| r.get(0))
+                .map_err(open_err)?;
+            let Some(sql) = usize::try_from(version)
+                .ok()
+                .and_then(|v| MIGRATIONS.get(v))
+            else {
+                break;
+            };
             tx.execute_batch(sql).map_err(open_err)?;
-            tx.pragma_update(None, "user_version", i as i64 + 1)
+            tx.pragma_update(None, "user_version", version + 1)
                 .map_err(open_err)?;
             tx.commit().map_err(open_err)?;
+            version += 1;
         }
         Ok(SqliteStore { conn })
     }
@@ -1329,5 +1360,40 @@ impl LoadTx for SqliteTx<'_> {
         this.conn.execute_batch("COMMIT")?;
         this.open = false;
         Ok(id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Several connections opening a new store at once (a daemon's first pass, an API request,
+    /// `bulkload run`): each must find it migrated once, none may run a migration twice.
+    #[test]
+    fn concurrent_opens_of_a_new_store_migrate_it_once() {
+        for round in 0..5 {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join(format!("s{round}.sqlite3"));
+            let barrier = std::sync::Barrier::new(8);
+            std::thread::scope(|s| {
+                let opened: Vec<_> = (0..8)
+                    .map(|_| {
+                        s.spawn(|| {
+                            barrier.wait();
+                            SqliteStore::open(&path, StoreConfig::default()).map(|_| ())
+                        })
+                    })
+                    .collect();
+                for o in opened {
+                    o.join().unwrap().unwrap();
+                }
+            });
+            let store = SqliteStore::open(&path, StoreConfig::default()).unwrap();
+            let v: i64 = store
+                .connection()
+                .query_row("PRAGMA user_version", [], |r| r.get(0))
+                .unwrap();
+            assert_eq!(v, MIGRATIONS.len() as i64);
+        }
     }
 }
