@@ -161,8 +161,9 @@ def journey():
 
         # A wrong password is refused (and counted by the shared defender).
         sign_in(d, os.environ["LENDER_EMAIL"], "wrong password")
-        check("Wrong e-mail or password" in d.find_element(By.CSS_SELECTOR, "p.error").text,
-              "a wrong password is refused")
+        # A refused sign-in is answered after a deliberate delay: wait for the answer's page.
+        refused = wait(d, lambda: d.find_elements(By.CSS_SELECTOR, "p.error"), "the sign-in refusal")
+        check("Wrong e-mail or password" in refused[0].text, "a wrong password is refused")
         sign_in(d, os.environ["LENDER_EMAIL"], os.environ["LENDER_PASSWORD"])
         wait(d, lambda: d.current_url.endswith(f"/console/{ENV}/loads"), "the loads page")
         c = d.get_cookie("bulkload_session")
