@@ -60,10 +60,11 @@ pub fn create(
 }
 
 /// An update or upsert naming its account by ExternalId alone and no divisions, applied in one
-/// statement when the account exists, is of `kind` and keeps its email key (the common case of an update file:
-/// no find, no email check, no unique index touched): `Some(Updated)`. `None` when anything
-/// else holds: the caller goes the ordinary way (`Writer::entity`), which writes the same and
-/// gives every refusal its message.
+/// statement when the account exists, is of `kind` and keeps its email key (the common case of
+/// an update file: no find, no email check, no unique index touched): `Some(Updated)`; an
+/// upsert that statement did not match is created without its find when its email is free and
+/// its ExternalId new: `Some(Created)`. `None` when anything else holds: the caller goes the
+/// ordinary way (`Writer::entity`), which writes the same and gives every refusal its message.
 pub fn update_in_place(
     w: &mut Writer<'_>,
     r: &Record,
