@@ -7,7 +7,7 @@
 //! Must not: know which of the three types it writes beyond `AccountKind` and the division link.
 
 use super::write::ApplyError;
-use super::write::{columns, email_key, key_value, Applied, Writer};
+use super::write::{columns, drop_column, email_key, key_value, Applied, Writer};
 use super::{Mode, Outcome, Record, Slot};
 use crate::store::{AccountKind, Found, Link, Table, Value};
 
@@ -86,10 +86,7 @@ pub fn update_in_place(
         _ => None,
     };
     let (mut cols, mut vals) = columns(r, true);
-    if let Some(i) = cols.iter().position(|c| *c == "external_id") {
-        cols.remove(i);
-        vals.remove(i);
-    }
+    drop_column(&mut cols, &mut vals, "external_id");
     let updated = w.tx.update_in_place(
         Table::Accounts,
         Some(kind),

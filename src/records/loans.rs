@@ -5,7 +5,7 @@
 //! Must not: know the lookups' contents beyond `Lookups` (configuration).
 
 use super::hints::{Alias, ADDRESS};
-use super::write::{columns, Applied, Writer};
+use super::write::{columns, drop_column, Applied, Writer};
 use super::{f, Kind, Outcome, Record, Shape, Slot, Spec, Ty};
 use crate::problem::{Code, Problems};
 use crate::store::{Found, Table, Value};
@@ -156,12 +156,8 @@ fn create(w: &mut Writer<'_>, r: &Record) -> Applied {
 fn update(w: &mut Writer<'_>, r: &Record, found: &Found) -> Applied {
     let (mut cols, mut vals) = columns(r, true);
     // Validation refused or defaulted a null division: a loan's division is never cleared.
-    if let (Some(i), Slot::Null) = (
-        cols.iter().position(|c| *c == "division_thread_id"),
-        r.slot(DIVISION),
-    ) {
-        cols.remove(i);
-        vals.remove(i);
+    if *r.slot(DIVISION) == Slot::Null {
+        drop_column(&mut cols, &mut vals, "division_thread_id");
     }
     w.update(r, Table::Loans, found.id, cols, vals)?;
     Ok(Outcome::Updated)

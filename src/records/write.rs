@@ -167,6 +167,14 @@ pub fn account_noun(k: AccountKind) -> &'static str {
     }
 }
 
+/// Leaves `column` (and its value) out, if it is there.
+pub fn drop_column(cols: &mut Vec<&'static str>, vals: &mut Vec<Value>, column: &str) {
+    if let Some(i) = cols.iter().position(|c| *c == column) {
+        cols.remove(i);
+        vals.remove(i);
+    }
+}
+
 /// The columns and values of a record's own fields: every column on create, only the supplied
 /// ones on update.
 pub fn columns(r: &Record, only_supplied: bool) -> (Vec<&'static str>, Vec<Value>) {
@@ -307,11 +315,7 @@ impl Writer<'_> {
         mut vals: Vec<Value>,
     ) -> Result<(), ApplyError> {
         if self.by_lender_id {
-            let column = crate::store::lender_id_column(table);
-            if let Some(i) = cols.iter().position(|c| *c == column) {
-                cols.remove(i);
-                vals.remove(i);
-            }
+            drop_column(&mut cols, &mut vals, crate::store::lender_id_column(table));
         }
         match self.tx.update(table, id, &cols, &vals)? {
             Written::Row(_) => Ok(()),

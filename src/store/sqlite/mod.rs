@@ -892,6 +892,40 @@ impl<'s> SqliteTx<'s> {
         self.fixed(op, sql)?.execute([])?;
         Ok(())
     }
+    /// Inserts an entity row: `cols` / `vals`, then the lender, thread id and load columns, and
+    /// `tail` after the values (an ON CONFLICT clause). The statement's answer (rows written, or
+    /// SQLite's error: a unique violation is the caller's to read) inside a preparation failure.
+    fn insert_row(
+        &mut self,
+        op: u8,
+        table: Table,
+        thread_id: &str,
+        cols: &[&str],
+        vals: &[Value],
+        tail: &str,
+    ) -> Result<rusqlite::Result<usize>, StoreError> {
+        let n = vals.len() + 4;
+        let q = self.index(op, cols, || {
+            let mut names = cols.join(", ");
+            if !names.is_empty() {
+                names.push_str(", ");
+            }
+            let marks = vec!["?"; n].join(", ");
+            format!(
+                "INSERT INTO {} ({names}lender, thread_id, created_load, updated_load) VALUES ({marks}){tail}",
+                table_name(table)
+            )
+        })?;
+        let mut all: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(n);
+        all.extend(vals.iter().map(|v| v as &dyn rusqlite::ToSql));
+        all.extend([
+            &self.lender as &dyn rusqlite::ToSql,
+            &thread_id,
+            &self.id,
+            &self.id,
+        ]);
+        Ok(self.stmts[q].execute(&all[..]))
+    }
     /// Index of the statement for (op, cols), prepared on first use.
     fn index(
         &mut self,
@@ -994,27 +1028,7 @@ impl LoadTx for SqliteTx<'_> {
         cols: &[&str],
         vals: &[Value],
     ) -> Result<Written, StoreError> {
-        let n = vals.len() + 4;
-        let q = self.index(op(3, table as u8), cols, || {
-            let mut names = cols.join(", ");
-            if !names.is_empty() {
-                names.push_str(", ");
-            }
-            let marks = vec!["?"; n].join(", ");
-            format!(
-                "INSERT INTO {} ({names}lender, thread_id, created_load, updated_load) VALUES ({marks})",
-                table_name(table)
-            )
-        })?;
-        let mut all: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(n);
-        all.extend(vals.iter().map(|v| v as &dyn rusqlite::ToSql));
-        all.extend([
-            &self.lender as &dyn rusqlite::ToSql,
-            &thread_id,
-            &self.id,
-            &self.id,
-        ]);
-        match self.stmts[q].execute(&all[..]) {
+        match self.insert_row(op(3, table as u8), table, thread_id, cols, vals, "")? {
             Ok(_) => Ok(Written::Row(self.conn.last_insert_rowid())),
             Err(e) if is_unique_violation(&e) => Ok(Written::Duplicate),
             Err(e) => Err(e.into()),
@@ -1092,27 +1106,9 @@ impl LoadTx for SqliteTx<'_> {
                 return Ok(None);
             }
         }
-        let n = vals.len() + 4;
-        let q = self.index(op(14, Table::Accounts as u8), cols, || {
-            let mut names = cols.join(", ");
-            if !names.is_empty() {
-                names.push_str(", ");
-            }
-            let marks = vec!["?"; n].join(", ");
-            format!(
-                "INSERT INTO accounts ({names}lender, thread_id, created_load, updated_load) VALUES ({marks})
-                 ON CONFLICT (lender, external_id) WHERE external_id IS NOT NULL DO NOTHING"
-            )
-        })?;
-        let mut all: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(n);
-        all.extend(vals.iter().map(|v| v as &dyn rusqlite::ToSql));
-        all.extend([
-            &self.lender as &dyn rusqlite::ToSql,
-            &thread_id,
-            &self.id,
-            &self.id,
-        ]);
-        match self.stmts[q].execute(&all[..]) {
+        let tail = " ON CONFLICT (lender, external_id) WHERE external_id IS NOT NULL DO NOTHING";
+        let table = Table::Accounts;
+        match self.insert_row(op(14, table as u8), table, thread_id, cols, vals, tail)? {
             Ok(0) => Ok(None),
             Ok(_) => Ok(Some(self.conn.last_insert_rowid())),
             Err(e) if is_unique_violation(&e) => Ok(None),
