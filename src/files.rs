@@ -364,10 +364,14 @@ impl LenderPass<'_, '_> {
         });
     }
 
-    /// Pickup files ready for this pass, in dependency order.
+    /// Pickup files ready for this pass, in dependency order. A file not ready yet (younger than
+    /// the settle time, or an upload its client touched lately) holds back every file after it
+    /// in that order: a lender's files are applied in their order even when one of them is
+    /// late (a later file of another daemon's upload, a loans file whose borrowers file is
+    /// still being placed), so nothing after it is applied before it.
     fn scan(&mut self) -> Result<Vec<String>, PassError> {
         let now = SystemTime::now();
-        let mut names = Vec::new();
+        let mut found = Vec::new();
         for (name, path, meta) in candidates(&self.dirs.pickup, false, self.env, &self.lender.id)? {
             let age = age_of(&meta, now);
             let published = self.opts.complete.and_then(|f| f(&path));
@@ -376,24 +380,37 @@ impl LenderPass<'_, '_> {
                 None if meta.file_type().is_symlink() => Duration::ZERO,
                 None => self.opts.settle.saturating_sub(age),
             };
-            if !wait.is_zero() {
-                let settled_at = now + wait;
+            found.push((layout::order_key(&name), wait, published.is_some(), age));
+        }
+        found.sort_by(|a, b| a.0.cmp(&b.0));
+        let ready = found
+            .iter()
+            .position(|(_, wait, _, _)| !wait.is_zero())
+            .unwrap_or(found.len());
+        let mut names = Vec::with_capacity(ready);
+        let mut found = found.into_iter();
+        names.extend(found.by_ref().take(ready).map(|((_, name), ..)| name));
+        let mut blocker: Option<String> = None;
+        for ((_, name), wait, published, age) in found {
+            if let Some(first) = &blocker {
                 self.summary.unsettled += 1;
-                self.summary.next_settled = Some(
-                    self.summary
-                        .next_settled
-                        .map_or(settled_at, |t| t.min(settled_at)),
-                );
-                if published.is_some() {
-                    tracing::debug!(env = self.env, lender = %self.lender.id, file = %name, wait_ms = wait.as_millis() as u64, "upload left for a moment: its client touched it lately");
-                } else {
-                    tracing::info!(env = self.env, lender = %self.lender.id, file = %name, age_ms = age.as_millis() as u64, settle_seconds = self.opts.settle.as_secs(), "file left for a later pass: younger than the settle time");
-                }
+                tracing::info!(env = self.env, lender = %self.lender.id, file = %name, behind = %first, "file left for a later pass: a file before it in dependency order is not ready yet");
                 continue;
             }
-            names.push(name);
+            let settled_at = now + wait;
+            self.summary.unsettled += 1;
+            self.summary.next_settled = Some(
+                self.summary
+                    .next_settled
+                    .map_or(settled_at, |t| t.min(settled_at)),
+            );
+            if published {
+                tracing::debug!(env = self.env, lender = %self.lender.id, file = %name, wait_ms = wait.as_millis() as u64, "upload left for a moment: its client touched it lately");
+            } else {
+                tracing::info!(env = self.env, lender = %self.lender.id, file = %name, age_ms = age.as_millis() as u64, settle_seconds = self.opts.settle.as_secs(), "file left for a later pass: younger than the settle time");
+            }
+            blocker = Some(name);
         }
-        names.sort_by_key(|n| layout::order_key(n));
         Ok(names)
     }
 

@@ -221,7 +221,7 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
             if summary.unsettled > 0 {
                 let _ = writeln!(
                     out,
-                    "{} file(s) left for a later pass: younger than the settle time ({} s)",
+                    "{} file(s) left for a later pass: younger than the settle time ({} s), or after such a file in dependency order",
                     summary.unsettled,
                     settle.as_secs()
                 );

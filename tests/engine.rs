@@ -362,3 +362,78 @@ fn one_statement_paths_keep_every_rule_sqlite() {
 fn one_statement_paths_keep_every_rule_postgres() {
     one_statement_paths_keep_every_rule(Backend::Postgres);
 }
+
+/// Found by the several-daemons chaos test (tests/scaleout.rs): a lender's `employees_002.json`
+/// still in its upload grace on one daemon while `employees_003.json` came through another was
+/// applied after it. A file not ready yet (here: younger than the settle time) now holds back
+/// every file after it in dependency order; files before it are applied.
+#[test]
+fn a_file_not_ready_holds_back_every_file_after_it_in_dependency_order() {
+    use std::time::{Duration, SystemTime};
+    let home = Home::new(&repo().join("fixtures/config.toml"));
+    let pickup = home.pickup("beta", "sandbox");
+    let old = SystemTime::now() - Duration::from_secs(3600);
+    let place = |name: &str, body: &str, mtime: Option<SystemTime>| {
+        fs::write(pickup.join(name), body).unwrap();
+        if let Some(t) = mtime {
+            fs::File::options()
+                .write(true)
+                .open(pickup.join(name))
+                .unwrap()
+                .set_modified(t)
+                .unwrap();
+        }
+    };
+    // Settled: an employees file (before the borrowers in dependency order), the second
+    // borrowers file and a loans file; the first borrowers file was just placed.
+    place(
+        "employees.json",
+        r#"[{"Mode":"create","ExternalId":"E1","FirstName":"A","LastName":"B","Email":"e1@example.com"}]"#,
+        Some(old),
+    );
+    place(
+        "borrowers_1.json",
+        r#"[{"Mode":"create","ExternalId":"B1","FirstName":"One"}]"#,
+        None,
+    );
+    place(
+        "borrowers_2.json",
+        r#"[{"Mode":"update","ExternalId":"B1","FirstName":"Two"}]"#,
+        Some(old),
+    );
+    let run = |settle: &str| {
+        let out = Command::new(bin())
+            .args(["run", "--settle-seconds", settle, "--config"])
+            .arg(&home.config)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let out = run("600");
+    assert!(out.contains("2 file(s) left for a later pass"), "{out}");
+    let results = results_of(&home, "beta");
+    assert_eq!(results.len(), 1, "{results:?}");
+    assert_eq!(results[0]["PickupName"], "employees.json");
+    assert_eq!(
+        names(&pickup),
+        ["borrowers_1.json", "borrowers_2.json"],
+        "the settled borrowers_2.json waits behind borrowers_1.json"
+    );
+
+    // Once the first is ready, both are applied in their order: the update finds B1.
+    run("0");
+    let results = results_of(&home, "beta");
+    let by_name = |n: &str| {
+        results
+            .iter()
+            .find(|r| r["PickupName"] == n)
+            .unwrap_or_else(|| panic!("no result for {n}: {results:?}"))
+            .clone()
+    };
+    let (b1, b2) = (by_name("borrowers_1.json"), by_name("borrowers_2.json"));
+    assert!(b1["Id"].as_i64() < b2["Id"].as_i64(), "{b1} {b2}");
+    assert_eq!(b1["NumCreateSuccess"], 1, "{b1}");
+    assert_eq!(b2["NumUpdateSuccess"], 1, "{b2}");
+    assert!(names(&pickup).is_empty());
+}
