@@ -856,15 +856,16 @@ fn a_file_placed_by_other_means_is_taken_once_settled_not_at_the_next_cron() {
     )
     .unwrap();
     let t0 = Instant::now();
-    // An upload starts a pass: it takes the upload at once and leaves s1, still too young;
-    // the cron is hourly, so only the pass planned for s1's settle time can take it.
-    d.employee_file("employees_s2.json", "s2");
+    // An upload starts a pass: it takes the upload at once (s0, before s1 in dependency order:
+    // a file not ready holds back those after it) and leaves s1, still too young; the cron is
+    // hourly, so only the pass planned for s1's settle time can take it.
+    d.employee_file("employees_s0.json", "s0");
     let out = Daemon::run_with_input(
         d.sftp_key("demo"),
-        "put employees_s2.json sandbox/import/pickup/employees_s2.json\n",
+        "put employees_s0.json sandbox/import/pickup/employees_s0.json\n",
     );
     assert!(out.status.success(), "{}", text(&out));
-    d.expect_imported_once("demo", &["employees_s1.json", "employees_s2.json"]);
+    d.expect_imported_once("demo", &["employees_s0.json", "employees_s1.json"]);
     assert!(t0.elapsed() < Duration::from_secs(20));
     let log = d.log();
     assert!(log.contains("younger than the settle time"), "{log}");
