@@ -532,20 +532,22 @@ mod tests {
         let passes = Passes::new(Arc::new(cfg));
         passes.request("startup").await;
         let dirs = crate::layout::lender_dirs(d.path(), "demo", "sandbox");
-        std::fs::write(dirs.pickup.join("employees_a.json"), b"[]").unwrap();
+        // The upload (a) comes before the placed file (b) in dependency order: a file not
+        // ready holds back those after it.
         std::fs::write(dirs.pickup.join("employees_b.json"), b"[]").unwrap();
+        std::fs::write(dirs.pickup.join("employees_a.json"), b"[]").unwrap();
         passes
             .complete_uploads()
-            .insert(&dirs.pickup.join("employees_b.json"));
+            .insert(&dirs.pickup.join("employees_a.json"));
         passes
             .request_scope(Scope::Lender("demo".into()), "upload")
             .await;
-        assert!(dirs.pickup.join("employees_a.json").exists());
-        assert!(!dirs.pickup.join("employees_b.json").exists());
+        assert!(dirs.pickup.join("employees_b.json").exists());
+        assert!(!dirs.pickup.join("employees_a.json").exists());
         assert!(passes.complete_uploads().is_empty());
         assert!(lock(&passes.retries).contains_key(&Scope::Lender("demo".into())));
         let t0 = std::time::Instant::now();
-        while dirs.pickup.join("employees_a.json").exists() {
+        while dirs.pickup.join("employees_b.json").exists() {
             assert!(t0.elapsed() < Duration::from_secs(10), "never retried");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
