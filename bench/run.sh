@@ -77,10 +77,12 @@ while read -r ph n secs; do k=$(map_phase "$ph"); RAW[$k]=$secs; REC[$k]=$n; ech
 echo "== sqlite3 shell, json_each over the same files"
 DB=$W/je.sqlite3; rm -f "$DB"*
 sqlite3 "$DB" "PRAGMA journal_mode=WAL;" >/dev/null
-# The store's migrations in order (v2 adds, among others, the accounts (lender, email_key) index).
+# The store's migrations in order (v2 adds, among others, the accounts (lender, email_key) index;
+# v6 writes the accounts' kind check as comparisons; v3-v5 touch no table written here).
 sqlite3 "$DB" < "$ROOT/src/store/sqlite/schema_v1.sql"
 sqlite3 "$DB" < "$ROOT/src/store/sqlite/schema_v2.sql"
-sqlite3 "$DB" "PRAGMA user_version = 2; INSERT INTO bulk_loads (lender, pickup_name, claim, started_at, ended_at, stamp, state, number) VALUES ('demo','x','x','','','','finished',1);"
+sqlite3 "$DB" < "$ROOT/src/store/sqlite/schema_v6.sql"   # the accounts' kind check as comparisons
+sqlite3 "$DB" "PRAGMA user_version = 6; INSERT INTO bulk_loads (lender, pickup_name, claim, started_at, ended_at, stamp, state, number) VALUES ('demo','x','x','','','','finished',1);"
 PRAGMAS="PRAGMA synchronous=$SYNC; PRAGMA foreign_keys=ON; PRAGMA cache_size=-$((CACHE_MIB*1024)); PRAGMA temp_store=MEMORY;"
 F=$W/files
 acct_cols="lender, kind, thread_id, external_id, email, email_key, first_name, last_name, address1, city, state_code, zip_code, phone_primary, created_load, updated_load"
@@ -128,7 +130,8 @@ DB=$W/emp-je.sqlite3; rm -f "$DB"*
 sqlite3 "$DB" "PRAGMA journal_mode=WAL;" >/dev/null
 sqlite3 "$DB" < "$ROOT/src/store/sqlite/schema_v1.sql"
 sqlite3 "$DB" < "$ROOT/src/store/sqlite/schema_v2.sql"
-sqlite3 "$DB" "PRAGMA user_version = 2; INSERT INTO bulk_loads (lender, pickup_name, claim, started_at, ended_at, stamp, state, number) VALUES ('demo','x','x','','','','finished',1);"
+sqlite3 "$DB" < "$ROOT/src/store/sqlite/schema_v6.sql"   # the accounts' kind check as comparisons
+sqlite3 "$DB" "PRAGMA user_version = 6; INSERT INTO bulk_loads (lender, pickup_name, claim, started_at, ended_at, stamp, state, number) VALUES ('demo','x','x','','','','finished',1);"
 PRAGMAS="PRAGMA synchronous=$SYNC; PRAGMA foreign_keys=ON; PRAGMA cache_size=-$((CACHE_MIB*1024)); PRAGMA temp_store=MEMORY;"
 emp_sql="INSERT INTO accounts (lender, kind, thread_id, external_id, email, email_key, first_name, last_name, middle_init, name_suffix, address1, address2, city, state_code, zip_code, phone_primary, phone_secondary, created_load, updated_load)
  SELECT 'demo', 'employee', lower(hex(randomblob(16))), j.value->>'ExternalId', j.value->>'Email', lower(j.value->>'Email'), j.value->>'FirstName', j.value->>'LastName', j.value->>'MiddleInit', j.value->>'NameSuffix', j.value->>'Address1', j.value->>'Address2', j.value->>'City', j.value->>'StateCode', j.value->>'ZipCode', j.value->>'PhonePrimary', j.value->>'PhoneSecondary', 1, 1 FROM json_each(readfile('$EF')) j;

@@ -47,6 +47,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("schema_v3.sql"),
     include_str!("schema_v4.sql"),
     include_str!("schema_v5.sql"),
+    include_str!("schema_v6.sql"),
 ];
 
 /// Whether the store at `path` exists with every migration applied: the notification sender
@@ -183,6 +184,15 @@ impl SqliteStore {
                 break;
             };
             tx.execute_batch(sql).map_err(open_err)?;
+            if sql.contains("writable_schema") {
+                // A migration that edits a table's SQL text in place: every connection must
+                // read the schema again (the documented procedure bumps schema_version).
+                let v: i64 = tx
+                    .query_row("PRAGMA schema_version", [], |r| r.get(0))
+                    .map_err(open_err)?;
+                tx.pragma_update(None, "schema_version", v + 1)
+                    .map_err(open_err)?;
+            }
             tx.pragma_update(None, "user_version", version + 1)
                 .map_err(open_err)?;
             tx.commit().map_err(open_err)?;
@@ -1366,6 +1376,81 @@ impl LoadTx for SqliteTx<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Schema v6: the accounts' kind CHECK is comparisons (no temporary index per inserted row)
+    /// and still refuses an unknown kind; a store made at v5 is migrated in place, its rows kept,
+    /// and a connection opened before the migration sees the new schema.
+    #[test]
+    fn the_kind_check_is_comparisons_and_still_refuses_other_kinds() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sqlite3");
+        {
+            // A v5 store with one account, as an older bulkload left it.
+            let c = rusqlite::Connection::open(&path).unwrap();
+            for sql in &MIGRATIONS[..5] {
+                c.execute_batch(sql).unwrap();
+            }
+            c.pragma_update(None, "user_version", 5).unwrap();
+            c.execute(
+                "INSERT INTO accounts (lender, kind, thread_id, created_load, updated_load)
+                 VALUES ('l', 'borrower', 't0', 1, 1)",
+                [],
+            )
+            .unwrap();
+        }
+        let before = rusqlite::Connection::open(&path).unwrap();
+        let store = SqliteStore::open(&path, StoreConfig::default()).unwrap();
+        let c = store.connection();
+        let sql: String = c
+            .query_row(
+                "SELECT sql FROM sqlite_schema WHERE type = 'table' AND name = 'accounts'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert!(
+            sql.contains(
+                "CHECK (kind = 'employee' OR kind = 'borrower' OR kind = 'broker_account')"
+            ),
+            "{sql}"
+        );
+        let ok: String = c
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(ok, "ok");
+        let plan: Vec<String> = c
+            .prepare("EXPLAIN INSERT INTO accounts (lender, kind, thread_id, created_load, updated_load) VALUES (?1, ?2, ?3, 1, 1)")
+            .unwrap()
+            .query_map(params!["l", "borrower", "t"], |r| r.get::<_, String>(1))
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect();
+        assert!(plan.iter().any(|op| op == "Insert"), "{plan:?}");
+        assert!(plan.iter().all(|op| op != "OpenEphemeral"), "{plan:?}");
+        for (kind, ok) in [
+            ("employee", true),
+            ("borrower", true),
+            ("broker_account", true),
+            ("lender", false),
+            ("Borrower", false),
+        ] {
+            let r = c.execute(
+                "INSERT INTO accounts (lender, kind, thread_id, created_load, updated_load) VALUES ('l', ?1, ?2, 1, 1)",
+                params![kind, format!("t-{kind}")],
+            );
+            assert_eq!(r.is_ok(), ok, "{kind}: {r:?}");
+        }
+        // The connection opened before the migration reads the new schema too.
+        let r = before.execute(
+            "INSERT INTO accounts (lender, kind, thread_id, created_load, updated_load) VALUES ('l', 'x', 't-x', 1, 1)",
+            [],
+        );
+        assert!(r.is_err());
+        let n: i64 = c
+            .query_row("SELECT count(*) FROM accounts", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 4);
+    }
 
     /// Several connections opening a new store at once (a daemon's first pass, an API request,
     /// `bulkload run`): each must find it migrated once, none may run a migration twice.

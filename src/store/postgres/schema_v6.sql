@@ -1,0 +1,4 @@
+-- bulkload store, schema version 6, PostgreSQL: nothing to change. SQLite's version 6 rewrites
+-- the accounts' kind CHECK as comparisons (SQLite built a temporary index per inserted row for
+-- the IN list); PostgreSQL evaluates the IN list in place. Kept so that both backends number
+-- their schema versions alike.
