@@ -14,7 +14,10 @@
 # example config), MEM_SMALL / MEM_BIG (file sizes, K/M/G), BENCH_DIR (scratch, default
 # target/bench; needs ~3x MEM_BIG of free disk), MEM_CACHE_MIB (the memory runs' cache, default
 # CACHE_MIB), BAD_PCT (bad records in the throughput files,
-# default 0 so all sides insert the same rows; the memory files always carry 5%).
+# default 0 so all sides insert the same rows; the memory files always carry 5%), REPEAT (rounds
+# of the phases and employee-create cases, default 1: each round times the pass, the raw loop and
+# json_each one after the other from fresh stores, and the table shows each side's median over
+# the rounds, so a slow moment of the machine hits one round of one side, not the verdict).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 N=${N:-1000000}
@@ -26,6 +29,7 @@ MEM_SMALL=${MEM_SMALL:-100M}
 MEM_BIG=${MEM_BIG:-1G}
 BAD_PCT=${BAD_PCT:-0}
 MEM_CACHE_MIB=${MEM_CACHE_MIB:-$CACHE_MIB}
+REPEAT=${REPEAT:-1}
 W=${BENCH_DIR:-$ROOT/target/bench}
 export CARGO_TARGET_DIR=$ROOT/target
 T=$CARGO_TARGET_DIR/release
@@ -50,21 +54,25 @@ mkconfig() { # <data_dir> -> config path
   echo "$1.toml"
 }
 now() { date +%s.%N; }
+# The median of its arguments (numbers).
+median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {if (NR % 2) print a[(NR+1)/2]; else printf "%.3f\n", (a[NR/2]+a[NR/2+1])/2}'; }
 if has phases; then
 echo "== generate N=$N (bad records: $BAD_PCT%)"
 $T/gen bench "$W/files" "$N" "$BAD_PCT"
 PHASES="1-creates 2-updates 3-upserts 4-loans 5-relations"
-declare -A PASS RAW JE REC RSS
+declare -A PASS RAW JE REC RSS PASS_ALL RAW_ALL JE_ALL
+for round in $(seq 1 "$REPEAT"); do
+if [ "$REPEAT" -gt 1 ]; then echo "== round $round of $REPEAT"; fi
 
 echo "== bulkload pass, phase by phase (WAL, synchronous=$SYNC, cache ${CACHE_MIB} MiB)"
-D=$W/pass; mkdir -p "$D"; CFG=$(mkconfig "$D")
+D=$W/pass; rm -rf "$D" "$D.toml"; mkdir -p "$D"; CFG=$(mkconfig "$D")
 $T/bulkload run --config "$CFG" --settle-seconds 0 >/dev/null   # creates the tree and the store
 PICK=$D/lenders/demo/sandbox/import/pickup
 for p in $PHASES; do
   cp "$W/files/$p"/*.json "$PICK/"
   $TIME -f "%e %M" -o "$W/time.$p" $T/bulkload run --config "$CFG" --settle-seconds 0 > "$W/pass.$p.log"
   read -r secs rss < "$W/time.$p"
-  PASS[$p]=$secs; RSS[$p]=$rss
+  PASS_ALL[$p]="${PASS_ALL[$p]:-} $secs"; RSS[$p]=$rss
   fails=$(grep -o '[0-9]* failed' "$W/pass.$p.log" | awk '{s+=$1} END {print s+0}')
   echo "   $p: ${secs}s, peak RSS ${rss} KiB, failed records: $fails"
 done
@@ -72,7 +80,7 @@ done
 echo "== raw prepared-statement loop (same rows, schema, pragmas)"
 $T/raw "$W/raw.sqlite3" "$N" "$SYNC" "$CACHE_MIB" | while read -r _ ph n secs; do echo "$ph $n $secs"; done > "$W/raw.out"
 map_phase() { case $1 in creates) echo 1-creates;; updates) echo 2-updates;; upserts) echo 3-upserts;; loans) echo 4-loans;; relations) echo 5-relations;; esac; }
-while read -r ph n secs; do k=$(map_phase "$ph"); RAW[$k]=$secs; REC[$k]=$n; echo "   $k: ${secs}s ($n rows)"; done < "$W/raw.out"
+while read -r ph n secs; do k=$(map_phase "$ph"); RAW_ALL[$k]="${RAW_ALL[$k]:-} $secs"; REC[$k]=$n; echo "   $k: ${secs}s ($n rows)"; done < "$W/raw.out"
 
 echo "== sqlite3 shell, json_each over the same files"
 DB=$W/je.sqlite3; rm -f "$DB"*
@@ -103,10 +111,16 @@ INSERT OR IGNORE INTO loan_positions SELECT l.id, a.id, j.value->>'PositionName'
 for p in $PHASES; do
   t0=$(now)
   printf '%s\nBEGIN;\n%s\nCOMMIT;\n' "$PRAGMAS" "${SQL[$p]}" | sqlite3 -bail "$DB" >/dev/null
-  t1=$(now); JE[$p]=$(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.3f", b-a}')
-  echo "   $p: ${JE[$p]}s"
+  t1=$(now); je=$(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.3f", b-a}')
+  JE_ALL[$p]="${JE_ALL[$p]:-} $je"
+  echo "   $p: ${je}s"
 done
 echo "   row check: $(sqlite3 "$DB" 'SELECT (SELECT count(*) FROM accounts), (SELECT count(*) FROM loans), (SELECT count(*) FROM loan_borrowers)+(SELECT count(*) FROM loan_positions)') (accounts, loans, relations) vs pass: $(sqlite3 "$D/db/sandbox.sqlite3" 'SELECT (SELECT count(*) FROM accounts), (SELECT count(*) FROM loans), (SELECT count(*) FROM loan_borrowers)+(SELECT count(*) FROM loan_positions)')"
+done
+for p in $PHASES; do
+  PASS[$p]=$(median ${PASS_ALL[$p]}); RAW[$p]=$(median ${RAW_ALL[$p]}); JE[$p]=$(median ${JE_ALL[$p]})
+  if [ "$REPEAT" -gt 1 ]; then echo "   $p rounds: pass${PASS_ALL[$p]}; raw${RAW_ALL[$p]}; json_each${JE_ALL[$p]} (s)"; fi
+done
 fi
 
 # The employee-create case (issue 10): one file of EMP_N full employee creates (every account
@@ -116,16 +130,21 @@ if has employees; then
 echo "== employee-create case: EMP_N=$EMP_N"
 EF=$W/emp/employees_create.json
 $T/gen employees "$EF" "$EMP_N"
-E=$W/emp-pass; mkdir -p "$E"; CFG=$(mkconfig "$E")
+EP_ALL=""; ER_ALL=""; EJ_ALL=""
+for round in $(seq 1 "$REPEAT"); do
+if [ "$REPEAT" -gt 1 ]; then echo "   round $round of $REPEAT"; fi
+E=$W/emp-pass; rm -rf "$E" "$E.toml" "$W/emp-raw.sqlite3"*; mkdir -p "$E"; CFG=$(mkconfig "$E")
 $T/bulkload run --config "$CFG" --settle-seconds 0 >/dev/null
 cp "$EF" "$E/lenders/demo/sandbox/import/pickup/"
 $TIME -v -o "$W/timev.emp" $T/bulkload run --config "$CFG" --settle-seconds 0 > "$W/emp.log"
 EMP_RSS=$(awk -F': ' '/Maximum resident set size/ {print $2}' "$W/timev.emp")
 EMP_PASS=$(awk -F': ' '/Elapsed \(wall clock\)/ {n=split($2,t,":"); s=0; for(i=1;i<=n;i++) s=s*60+t[i]; print s}' "$W/timev.emp")
+EP_ALL="$EP_ALL $EMP_PASS"
 EMP_CPU=$(awk -F': ' '/User time/ {u=$2} /System time/ {s=$2} END {print u+s}' "$W/timev.emp")
 echo "   pass: ${EMP_PASS}s (cpu ${EMP_CPU}s), peak RSS $EMP_RSS KiB, $(grep -o 'load [0-9]* .*failed' "$W/emp.log" | sed 's/ ->.*//')"
 read -r _ _ _ EMP_RAW < <($T/raw "$W/emp-raw.sqlite3" "$EMP_N" "$SYNC" "$CACHE_MIB" employees)
 echo "   raw loop: ${EMP_RAW}s"
+ER_ALL="$ER_ALL $EMP_RAW"
 DB=$W/emp-je.sqlite3; rm -f "$DB"*
 sqlite3 "$DB" "PRAGMA journal_mode=WAL;" >/dev/null
 sqlite3 "$DB" < "$ROOT/src/store/sqlite/schema_v1.sql"
@@ -141,7 +160,11 @@ printf '%s\nBEGIN;\n%s\nCOMMIT;\n' "$PRAGMAS" "$emp_sql" | $TIME -v -o "$W/timev
 t1=$(now); EMP_JE=$(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.3f", b-a}')
 EMP_JE_RSS=$(awk -F': ' '/Maximum resident set size/ {print $2}' "$W/timev.emp-je")
 echo "   json_each: ${EMP_JE}s, peak RSS $EMP_JE_RSS KiB"
+EJ_ALL="$EJ_ALL $EMP_JE"
 echo "   row check (accounts, divisions): pass $(sqlite3 "$E/db/sandbox.sqlite3" 'SELECT (SELECT count(*) FROM accounts), (SELECT count(*) FROM account_divisions)'), raw $(sqlite3 "$W/emp-raw.sqlite3" 'SELECT (SELECT count(*) FROM accounts), (SELECT count(*) FROM account_divisions)'), json_each $(sqlite3 "$DB" 'SELECT (SELECT count(*) FROM accounts), (SELECT count(*) FROM account_divisions)')"
+done
+EMP_PASS=$(median $EP_ALL); EMP_RAW=$(median $ER_ALL); EMP_JE=$(median $EJ_ALL)
+if [ "$REPEAT" -gt 1 ]; then echo "   employee-create rounds: pass$EP_ALL; raw$ER_ALL; json_each$EJ_ALL (s)"; fi
 rm -rf "$E" "$W/emp-raw.sqlite3"* "$DB"*
 fi
 
@@ -165,7 +188,7 @@ fi
 
 echo
 if has phases; then
-echo "== results (records/s; targets: pass/raw >= 0.80, pass/json_each >= 1.00; RSS = peak of the pass)"
+echo "== results (records/s, each side the median of $REPEAT round(s); targets: pass/raw >= 0.80, pass/json_each >= 1.00; RSS = peak of the pass)"
 printf '%-12s %10s %12s %12s %12s %10s %10s %10s\n' phase records pass/s raw-loop/s json_each/s pass/raw pass/je "RSS MiB"
 for p in $PHASES; do
   awk -v p="$p" -v n="${REC[$p]}" -v a="${PASS[$p]}" -v b="${RAW[$p]}" -v c="${JE[$p]}" -v r="${RSS[$p]}" 'BEGIN {
