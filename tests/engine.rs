@@ -351,6 +351,103 @@ fn one_statement_paths_keep_every_rule(backend: Backend) {
             .unwrap();
         assert_eq!(links, 11, "one borrower link, one position");
     }
+
+    // Borrower upserts (SQLite: `INSERT … ON CONFLICT DO UPDATE` with the email rule folded in):
+    // an update, a create sharing a borrower's email (allowed), a create taking an employee's
+    // (refused), another type's ExternalId, a case-only email change, a change to a taken email,
+    // a create then an update of it in one file, an update of an account sharing its email.
+    write(
+        "borrowers_3.json",
+        r#"[{"Mode":"upsert","ExternalId":"B1","FirstName":"Bea"},
+            {"Mode":"upsert","ExternalId":"B3","Email":"b@x.test","FirstName":"Shares"},
+            {"Mode":"upsert","ExternalId":"B4","Email":"a@x.test"},
+            {"Mode":"upsert","ExternalId":"E1","FirstName":"No"},
+            {"Mode":"upsert","ExternalId":"B1","Email":"B@X.test"},
+            {"Mode":"upsert","ExternalId":"B2","Email":"e@x.test"},
+            {"Mode":"upsert","ExternalId":"B5","Email":"f@x.test","FirstName":"New"},
+            {"Mode":"upsert","ExternalId":"B5","FirstName":"Newer"},
+            {"Mode":"upsert","ExternalId":"B3","Email":"b@x.test","LastName":"Same"},
+            {"Mode":"upsert","ExternalId":"B6","Email":"s@x.test","LastName":"Two"}]"#,
+    );
+    home.run();
+    let up = by_name("borrowers_3.json");
+    assert_eq!(
+        counts(
+            &up,
+            &[
+                "NumCreateSuccess",
+                "NumUpdateSuccess",
+                "NumCreateFailure",
+                "NumUpdateFailure"
+            ]
+        ),
+        [3, 4, 2, 1],
+        "{up}"
+    );
+    assert_eq!(
+        problems(&up),
+        [
+            (
+                2,
+                "Email: \"a@x.test\" is already in use; emails must be unique (only borrowers may share one, and only with other borrowers).".to_string()
+            ),
+            (
+                3,
+                "ExternalId: \"E1\" is already used by an employee of this lender; ExternalId must be unique across employees, borrowers and broker accounts.".to_string()
+            ),
+            (
+                5,
+                "Email: \"e@x.test\" is already in use; account emails must be unique across the whole system.".to_string()
+            ),
+        ]
+    );
+    if backend == Backend::Sqlite {
+        let db = rusqlite::Connection::open(home.data.join("db/sandbox.sqlite3")).unwrap();
+        let rows: Vec<(
+            String,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+        )> = db
+            .prepare(
+                "SELECT external_id, email, email_key, first_name, last_name FROM accounts
+                 WHERE kind = 'borrower' ORDER BY external_id",
+            )
+            .unwrap()
+            .query_map([], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            })
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect();
+        let s = |v: &str| Some(v.to_string());
+        assert_eq!(
+            rows,
+            [
+                ("B1".into(), s("B@X.test"), s("b@x.test"), s("Bea"), None),
+                ("B2".into(), s("S@x.test"), s("s@x.test"), s("Sue"), None),
+                (
+                    "B3".into(),
+                    s("b@x.test"),
+                    s("b@x.test"),
+                    s("Shares"),
+                    s("Same")
+                ),
+                ("B5".into(), s("f@x.test"), s("f@x.test"), s("Newer"), None),
+                ("B6".into(), s("s@x.test"), s("s@x.test"), None, s("Two")),
+            ]
+        );
+        let load: (i64, i64) = db
+            .query_row(
+                "SELECT count(*) FILTER (WHERE created_load = updated_load), count(*) FROM accounts
+                 WHERE external_id IN ('B3', 'B5', 'B6')",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!(load, (3, 3), "created by the third load, and updated by it");
+    }
 }
 
 #[test]
