@@ -8,6 +8,15 @@ use common::*;
 use std::fs;
 use std::process::Command;
 
+/// External id, email, email key, first and last name of an account row.
+type AccountRow = (
+    String,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+);
+
 fn results_of(home: &Home, lender: &str) -> Vec<serde_json::Value> {
     let dir = home.import(lender, "sandbox").join("results");
     names(&dir)
@@ -403,13 +412,7 @@ fn one_statement_paths_keep_every_rule(backend: Backend) {
     );
     if backend == Backend::Sqlite {
         let db = rusqlite::Connection::open(home.data.join("db/sandbox.sqlite3")).unwrap();
-        let rows: Vec<(
-            String,
-            Option<String>,
-            Option<String>,
-            Option<String>,
-            Option<String>,
-        )> = db
+        let rows: Vec<AccountRow> = db
             .prepare(
                 "SELECT external_id, email, email_key, first_name, last_name FROM accounts
                  WHERE kind = 'borrower' ORDER BY external_id",
@@ -533,4 +536,99 @@ fn a_file_not_ready_holds_back_every_file_after_it_in_dependency_order() {
     assert_eq!(b1["NumCreateSuccess"], 1, "{b1}");
     assert_eq!(b2["NumUpdateSuccess"], 1, "{b2}");
     assert!(names(&pickup).is_empty());
+}
+
+/// Memory bound: an update statement's text follows the columns its record supplies, and each
+/// distinct text was a statement prepared for the rest of the load (PostgreSQL: the rest of the
+/// connection). 300 loan updates, each supplying another set of nine fields, go past the bound
+/// (SQLite 128 a load, PostgreSQL 256 a connection): all applied, each field as its last record
+/// left it.
+fn many_update_shapes_stay_correct_past_the_statement_bound(backend: Backend) {
+    let home = Home::with_backend(&repo().join("fixtures/config.toml"), backend);
+    let pickup = home.pickup("beta", "sandbox");
+    fs::write(
+        pickup.join("loans_1.json"),
+        r#"[{"Mode":"create","LoanNumber":"L1"}]"#,
+    )
+    .unwrap();
+    home.run();
+    let fields = [
+        "Address1",
+        "Address2",
+        "City",
+        "FHACaseNumber",
+        "BuildTerm",
+        "ExternalLoanOfficer",
+        "BranchNumber",
+        "ZipCode",
+        "StateCode",
+    ];
+    let value = |f: &str, i: usize| match f {
+        "ZipCode" => format!("{:05}", 10000 + i),
+        "StateCode" => if i.is_multiple_of(2) { "CA" } else { "NY" }.to_string(),
+        _ => format!("{f} {i}"),
+    };
+    let mut records = Vec::new();
+    let mut last: std::collections::HashMap<&str, String> = Default::default();
+    for i in 1..=300usize {
+        let mut rec = serde_json::json!({"Mode": "update", "LoanNumber": "L1"});
+        for (b, f) in fields.iter().enumerate() {
+            if i & (1 << b) != 0 {
+                rec[*f] = serde_json::Value::String(value(f, i));
+                last.insert(f, value(f, i));
+            }
+        }
+        records.push(rec);
+    }
+    fs::write(
+        pickup.join("loans_2.json"),
+        serde_json::to_string(&records).unwrap(),
+    )
+    .unwrap();
+    home.run();
+    let r = results_of(&home, "beta")
+        .into_iter()
+        .find(|r| r["PickupName"] == "loans_2.json")
+        .unwrap();
+    assert_eq!(r["NumUpdateSuccess"], 300, "{r}");
+    assert_eq!(r["Problems"], serde_json::json!([]), "{r}");
+    // The stored loan, read from the store.
+    let got: Vec<Option<String>> = match backend {
+        Backend::Sqlite => {
+            let db = rusqlite::Connection::open(home.data.join("db/sandbox.sqlite3")).unwrap();
+            db.query_row(
+                "SELECT address1, address2, city, fha_case_number, build_term,
+                        external_loan_officer, branch_number, zip_code, state_code
+                 FROM loans WHERE loan_number = 'L1'",
+                [],
+                |row| (0..9).map(|i| row.get(i)).collect(),
+            )
+            .unwrap()
+        }
+        Backend::Postgres => {
+            let url = home_pg_url(&home.data).unwrap();
+            let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+            let row = c
+                .query_one(
+                    "SELECT address1, address2, city, fha_case_number, build_term,
+                            external_loan_officer, branch_number, zip_code, state_code
+                     FROM bulkload_sandbox.loans WHERE loan_number = 'L1'",
+                    &[],
+                )
+                .unwrap();
+            (0..9).map(|i| row.get(i)).collect()
+        }
+    };
+    let want: Vec<Option<String>> = fields.iter().map(|f| last.get(f).cloned()).collect();
+    assert_eq!(got, want);
+}
+
+#[test]
+fn many_update_shapes_stay_correct_past_the_statement_bound_sqlite() {
+    many_update_shapes_stay_correct_past_the_statement_bound(Backend::Sqlite);
+}
+
+#[test]
+fn many_update_shapes_stay_correct_past_the_statement_bound_postgres() {
+    many_update_shapes_stay_correct_past_the_statement_bound(Backend::Postgres);
 }

@@ -41,6 +41,9 @@ const MIGRATIONS: &[&str] = &[
     include_str!("schema_v6.sql"),
 ];
 
+/// Statements a connection keeps prepared at most (see `PgStore::statement`).
+const MAX_STATEMENTS: usize = 256;
+
 /// The advisory lock key every migration takes (several daemons may start at once).
 const MIGRATION_LOCK: i64 = 0x0062_756c_6b6d_6967;
 
@@ -253,9 +256,15 @@ impl PgStore {
             return Ok(s.clone());
         }
         let st = self.conn.borrow_mut().prepare(sql).map_err(backend)?;
-        self.statements
-            .borrow_mut()
-            .insert(sql.to_string(), st.clone());
+        let mut cached = self.statements.borrow_mut();
+        // Bounded: the texts of updates follow the column sets records supply, so a file could
+        // make the connection prepare a statement per record. Past the bound every statement
+        // is forgotten (closed) and prepared again when next used.
+        if cached.len() >= MAX_STATEMENTS {
+            cached.clear();
+            self.shapes.borrow_mut().clear();
+        }
+        cached.insert(sql.to_string(), st.clone());
         Ok(st)
     }
 

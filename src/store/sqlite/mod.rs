@@ -817,14 +817,11 @@ struct SqlCache {
     next: usize,
 }
 
+/// Statements a load keeps prepared at most (see `SqliteTx::bound`).
+const MAX_LOAD_STATEMENTS: usize = 128;
+
 impl SqlCache {
-    /// The index of the statement for (op, cols), and its text when it is new (to prepare).
-    fn get(
-        &mut self,
-        op: u8,
-        cols: &[&str],
-        build: impl FnOnce() -> String,
-    ) -> (usize, Option<&str>) {
+    fn hash(op: u8, cols: &[&str]) -> u64 {
         // FNV-1a over the op and the column names (SipHash over ~20 names was most of the cost).
         let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ u64::from(op);
         for c in cols {
@@ -832,11 +829,29 @@ impl SqlCache {
                 h = (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
             }
         }
-        let bucket = self.map.entry(h).or_default();
-        let same = |e: &SqlEntry| {
-            e.0 == op && e.1.len() == cols.len() && e.1.iter().zip(cols).all(|(a, b)| a == b)
-        };
-        match bucket.iter().position(same) {
+        h
+    }
+
+    fn same(e: &SqlEntry, op: u8, cols: &[&str]) -> bool {
+        e.0 == op && e.1.len() == cols.len() && e.1.iter().zip(cols).all(|(a, b)| a == b)
+    }
+
+    /// Whether (op, cols) has its statement already.
+    fn contains(&self, op: u8, cols: &[&str]) -> bool {
+        self.map
+            .get(&Self::hash(op, cols))
+            .is_some_and(|b| b.iter().any(|e| Self::same(e, op, cols)))
+    }
+
+    /// The index of the statement for (op, cols), and its text when it is new (to prepare).
+    fn get(
+        &mut self,
+        op: u8,
+        cols: &[&str],
+        build: impl FnOnce() -> String,
+    ) -> (usize, Option<&str>) {
+        let bucket = self.map.entry(Self::hash(op, cols)).or_default();
+        match bucket.iter().position(|e| Self::same(e, op, cols)) {
             Some(i) => (bucket[i].3, None),
             None => {
                 let index = self.next;
@@ -883,6 +898,7 @@ impl<'s> SqliteTx<'s> {
         cols: &[&str],
         build: impl FnOnce() -> String,
     ) -> Result<&mut rusqlite::Statement<'s>, StoreError> {
+        self.bound(op, cols);
         let (i, new) = self.sqls.get(op, cols, build);
         if let Some(sql) = new {
             debug_assert_eq!(i, self.stmts.len());
@@ -943,11 +959,23 @@ impl<'s> SqliteTx<'s> {
         cols: &[&str],
         build: impl FnOnce() -> String,
     ) -> Result<usize, StoreError> {
+        self.bound(op, cols);
         let (i, new) = self.sqls.get(op, cols, build);
         if let Some(sql) = new {
+            debug_assert_eq!(i, self.stmts.len());
             self.stmts.push(self.conn.prepare(sql)?);
         }
         Ok(i)
+    }
+    /// Keeps the load's prepared statements bounded: update texts follow the column sets the
+    /// records supply, so a file could otherwise prepare a statement per record. Before a new
+    /// one past `MAX_LOAD_STATEMENTS`, every statement is finalized and the cache starts over
+    /// (each is prepared again when next used; an index is never kept across calls).
+    fn bound(&mut self, op: u8, cols: &[&str]) {
+        if self.stmts.len() >= MAX_LOAD_STATEMENTS && !self.sqls.contains(op, cols) {
+            self.stmts.clear();
+            self.sqls = SqlCache::default();
+        }
     }
 }
 
