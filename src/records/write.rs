@@ -84,7 +84,7 @@ const CREATE_SHAPES: usize = 32;
 struct FoundCache {
     /// [loans by thread id, loans by LoanNumber, brokers by thread id, brokers by IdNumber]
     maps: [std::collections::HashMap<Box<str>, Option<Hit>, FnvBuild>; 4],
-    /// Evictions so far: each picks another half.
+    /// Evictions so far: each drops another random eighth.
     evictions: u64,
 }
 
