@@ -89,20 +89,27 @@ struct FoundCache {
 }
 
 impl FoundCache {
+    /// Keeps `hit` under `key` in map `slot`, making room first when the map is full.
+    fn insert(&mut self, slot: usize, key: Box<str>, hit: Option<Hit>) {
+        if self.maps[slot].len() >= FOUND_CACHE_ENTRIES {
+            self.evict(slot);
+        }
+        self.maps[slot].insert(key, hit);
+    }
+
     /// Makes room in a full map: drops the entries whose key, hashed with this eviction's
     /// number, falls in one eighth, and empties the map if that dropped less than a sixteenth
     /// (so that an eviction always makes room for many inserts: its cost, a pass over the map,
     /// is spread over them).
     fn evict(&mut self, slot: usize) {
+        use std::hash::{BuildHasher, Hasher};
         self.evictions += 1;
         let salt = self.evictions.wrapping_mul(0x9e37_79b9_7f4a_7c15);
         let map = &mut self.maps[slot];
         map.retain(|k, _| {
-            let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ salt;
-            for b in k.bytes() {
-                h = (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
-            }
-            h.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 61 != 0
+            let mut h = Fnv(FnvBuild.build_hasher().finish() ^ salt);
+            h.write(k.as_bytes());
+            h.finish().wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 61 != 0
         });
         if map.len() > FOUND_CACHE_ENTRIES - FOUND_CACHE_ENTRIES / 16 {
             map.clear();
@@ -620,10 +627,7 @@ impl Writer<'_> {
             },
         };
         if let Some(hit) = hit {
-            if self.found.maps[slot].len() >= FOUND_CACHE_ENTRIES {
-                self.found.evict(slot);
-            }
-            self.found.maps[slot].insert(id.into(), hit);
+            self.found.insert(slot, id.into(), hit);
         }
         Ok(found)
     }
@@ -709,22 +713,23 @@ pub fn entity_table(kind: Kind) -> (Table, Option<AccountKind>) {
 mod tests {
     use super::*;
 
-    /// A full map keeps about seven eighths of its entries (right ones) and never grows past its bound; on
-    /// a round robin over more keys than it holds it still answers a good share (emptying it
-    /// whole answered none).
+    /// A full map keeps about seven eighths of its entries (right ones) and never grows past
+    /// its bound; on a round robin over more keys than it holds it still answers a good share
+    /// (emptying it whole answered none).
     #[test]
     fn a_full_relation_cache_keeps_most_entries_and_stays_bounded() {
         let mut c = FoundCache::default();
         let put = |c: &mut FoundCache, key: String, id: i64| {
-            if c.maps[1].len() >= FOUND_CACHE_ENTRIES {
-                c.evict(1);
-                let n = c.maps[1].len();
+            let (full, evictions) = (c.maps[1].len() >= FOUND_CACHE_ENTRIES, c.evictions);
+            c.insert(1, key.into(), Some(Hit { id, division: None }));
+            if full {
+                assert_eq!(c.evictions, evictions + 1);
+                let n = c.maps[1].len() - 1;
                 assert!(
                     n > FOUND_CACHE_ENTRIES * 3 / 4 && n < FOUND_CACHE_ENTRIES * 15 / 16,
                     "{n} kept"
                 );
             }
-            c.maps[1].insert(key.into(), Some(Hit { id, division: None }));
             assert!(c.maps[1].len() <= FOUND_CACHE_ENTRIES);
         };
         let n = 100_000;
