@@ -207,27 +207,15 @@ editable_name = "Main"
             format!("put {} /sandbox/import/pickup/{name}\n", local.display()),
         )
         .unwrap();
-        let out = Command::new("sftp")
-            .args(["-b"])
-            .arg(&batch)
-            .args([
-                "-o",
-                "StrictHostKeyChecking=no",
-                "-o",
-                "UserKnownHostsFile=/dev/null",
-                "-o",
-                "LogLevel=ERROR",
-                "-o",
-                "BatchMode=yes",
-                "-o",
-                "IdentitiesOnly=yes",
-                "-i",
-            ])
-            .arg(self.path("key"))
-            .args(["-P", &self.sftp.to_string(), "acme@127.0.0.1"])
-            .stdin(Stdio::null())
-            .output()
-            .expect("sftp runs");
+        let out = sftp_key_batch(
+            &batch,
+            &self.path("key"),
+            self.sftp,
+            "acme",
+            &["-o", "LogLevel=ERROR"],
+        )
+        .output()
+        .expect("sftp runs");
         assert!(out.status.success(), "sftp: {out:?}");
     }
 }

@@ -136,32 +136,17 @@ fn sftp_put(dir: &Path, key: &Path, port: u16, l: usize, k: usize) -> bool {
         format!("put {} /sandbox/import/pickup/{name}\n", local.display()),
     )
     .unwrap();
-    let mut child = Command::new("sftp")
-        .arg("-b")
-        .arg(&batch)
-        .args([
-            "-o",
-            "StrictHostKeyChecking=no",
-            "-o",
-            "UserKnownHostsFile=/dev/null",
-            "-o",
-            "LogLevel=QUIET",
-            "-o",
-            "ConnectTimeout=5",
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "IdentitiesOnly=yes",
-            "-i",
-        ])
-        .arg(key)
-        .args(["-P", &port.to_string()])
-        .arg(format!("{}@127.0.0.1", lender(l)))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("sftp not runnable (openssh-client; .ci/run installs it): {e}"));
+    let mut child = sftp_key_batch(
+        &batch,
+        key,
+        port,
+        &lender(l),
+        &["-o", "LogLevel=QUIET", "-o", "ConnectTimeout=5"],
+    )
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .spawn()
+    .unwrap_or_else(|e| panic!("sftp not runnable (openssh-client; .ci/run installs it): {e}"));
     let t = Instant::now();
     loop {
         if let Some(status) = child.try_wait().unwrap() {

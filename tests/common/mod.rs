@@ -174,6 +174,31 @@ pub fn home_pg_url(data: &Path) -> Option<String> {
         .map(|rest| format!("postgres://{}", rest.trim_end_matches('"')))
 }
 
+/// `sftp -b <batch>` as `user` on 127.0.0.1:`port`, logging in with `key` alone and taking the
+/// server's host key unchecked; `extra` options (`-o` pairs) go before the login.
+pub fn sftp_key_batch(batch: &Path, key: &Path, port: u16, user: &str, extra: &[&str]) -> Command {
+    let mut c = Command::new("sftp");
+    c.arg("-b")
+        .arg(batch)
+        .args([
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "IdentitiesOnly=yes",
+        ])
+        .args(extra)
+        .arg("-i")
+        .arg(key)
+        .args(["-P", &port.to_string()])
+        .arg(format!("{user}@127.0.0.1"))
+        .stdin(std::process::Stdio::null());
+    c
+}
+
 pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_bulkload"))
 }
