@@ -451,6 +451,70 @@ fn one_statement_paths_keep_every_rule(backend: Backend) {
             .unwrap();
         assert_eq!(load, (3, 3), "created by the third load, and updated by it");
     }
+
+    // After an upsert that created, the next tries its create first (a run of new accounts
+    // costs no update that finds nothing): an employee's ExternalId, an existing borrower with
+    // a new email, an existing borrower taking an employee's email, each right after a create.
+    write(
+        "borrowers_4.json",
+        r#"[{"Mode":"upsert","ExternalId":"B7","Email":"g@x.test"},
+            {"Mode":"upsert","ExternalId":"E2","FirstName":"No"},
+            {"Mode":"upsert","ExternalId":"B8","Email":"h@x.test"},
+            {"Mode":"upsert","ExternalId":"B7","Email":"G2@x.test"},
+            {"Mode":"upsert","ExternalId":"B9","Email":"i@x.test"},
+            {"Mode":"upsert","ExternalId":"B8","Email":"a@x.test"}]"#,
+    );
+    home.run();
+    let up = by_name("borrowers_4.json");
+    assert_eq!(
+        counts(
+            &up,
+            &[
+                "NumCreateSuccess",
+                "NumUpdateSuccess",
+                "NumCreateFailure",
+                "NumUpdateFailure"
+            ]
+        ),
+        [3, 1, 1, 1],
+        "{up}"
+    );
+    assert_eq!(
+        problems(&up),
+        [
+            (
+                1,
+                "ExternalId: \"E2\" is already used by an employee of this lender; ExternalId must be unique across employees, borrowers and broker accounts.".to_string()
+            ),
+            (
+                5,
+                "Email: \"a@x.test\" is already in use; account emails must be unique across the whole system.".to_string()
+            ),
+        ]
+    );
+    if backend == Backend::Sqlite {
+        let db = rusqlite::Connection::open(home.data.join("db/sandbox.sqlite3")).unwrap();
+        let rows: Vec<(String, Option<String>, Option<String>)> = db
+            .prepare(
+                "SELECT external_id, email, email_key FROM accounts
+                 WHERE external_id IN ('B7', 'B8', 'B9', 'E2') ORDER BY external_id",
+            )
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect();
+        let s = |v: &str| Some(v.to_string());
+        assert_eq!(
+            rows,
+            [
+                ("B7".into(), s("G2@x.test"), s("g2@x.test")),
+                ("B8".into(), s("h@x.test"), s("h@x.test")),
+                ("B9".into(), s("i@x.test"), s("i@x.test")),
+                ("E2".into(), s("d@x.test"), s("d@x.test")),
+            ]
+        );
+    }
 }
 
 #[test]

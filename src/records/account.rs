@@ -62,9 +62,14 @@ pub fn create(
 /// An update or upsert naming its account by ExternalId alone and no divisions, applied in one
 /// statement when the account exists, is of `kind` and keeps its email key (the common case of
 /// an update file: no find, no email check, no unique index touched): `Some(Updated)`; an
-/// upsert that statement did not match is created without its find when its email is free and
-/// its ExternalId new: `Some(Created)`. `None` when anything else holds: the caller goes the
+/// upsert of an account that does not exist is created without its find when its email is free
+/// and its ExternalId new: `Some(Created)`. `None` when anything else holds: the caller goes the
 /// ordinary way (`Writer::entity`), which writes the same and gives every refusal its message.
+///
+/// The two one-statement paths exclude each other (the ExternalId is new, or it is held), so
+/// their order changes the cost, not the outcome: an upsert tries first what the load's last
+/// upsert was (upsert files come in runs of existing and of new accounts; an update that finds
+/// nothing and a create that finds the ExternalId held are each a wasted statement).
 pub fn update_in_place(
     w: &mut Writer<'_>,
     r: &Record,
@@ -79,6 +84,31 @@ pub fn update_in_place(
     let Some(external_id) = r.str("ExternalId") else {
         return Ok(None);
     };
+    let upsert = r.mode == Mode::Upsert;
+    let create_first = upsert && w.upsert_created;
+    if create_first {
+        if let Some(done) = create_new(w, r, kind, divisions)? {
+            return Ok(Some(done));
+        }
+    }
+    if update_existing(w, r, kind, external_id)? {
+        w.upsert_created = false;
+        return Ok(Some(Outcome::Updated));
+    }
+    if !upsert || create_first {
+        return Ok(None);
+    }
+    create_new(w, r, kind, divisions)
+}
+
+/// The update of `update_in_place`: whether the account existed, of `kind`, with the email key
+/// the record keeps, and was updated.
+fn update_existing(
+    w: &mut Writer<'_>,
+    r: &Record,
+    kind: AccountKind,
+    external_id: &str,
+) -> Result<bool, ApplyError> {
     let email = r.slot("Email");
     // A supplied email (or null) must be the one stored, up to case: a change is checked first.
     let same_email = match email {
@@ -87,23 +117,25 @@ pub fn update_in_place(
     };
     let (mut cols, mut vals) = columns(r, true);
     drop_column(&mut cols, &mut vals, "external_id");
-    let updated = w.tx.update_in_place(
+    Ok(w.tx.update_in_place(
         Table::Accounts,
         Some(kind),
         external_id,
         same_email.as_ref().map(|k| k.as_deref()),
         &cols,
         &vals,
-    )?;
-    if updated {
-        return Ok(Some(Outcome::Updated));
-    }
-    if r.mode != Mode::Upsert {
-        return Ok(None);
-    }
-    // An upsert of an account that may be new: its create, written only when the email is free
-    // (as a create checks it) and no account of the lender has the ExternalId; otherwise the
-    // ordinary way (an existing account's update has its own email rule).
+    )?)
+}
+
+/// The create of an upsert in `update_in_place`: written only when the email is free (as a
+/// create checks it) and no account of the lender has the ExternalId, else `None` (an existing
+/// account's update has its own email rule).
+fn create_new(
+    w: &mut Writer<'_>,
+    r: &Record,
+    kind: AccountKind,
+    divisions: Option<&str>,
+) -> Result<Option<Outcome>, ApplyError> {
     let divs = match divisions {
         Some(field) => match w.divisions_or_default(r, field) {
             Ok(d) => Some(d),
@@ -111,19 +143,21 @@ pub fn update_in_place(
         },
         None => None,
     };
+    let email = r.slot("Email");
     let (mut cols, mut vals) = w.create_columns(r);
     cols.extend(["kind", "email_key"]);
     vals.push(Value::Text(kind.as_str().into()));
     let key = email_key(email);
     vals.push(key_value(key.clone()));
-    let Some(id) = w.tx.insert_new_account(
+    let created = w.tx.insert_new_account(
         &super::write::new_thread_id(),
         &cols,
         &vals,
         key.as_deref(),
         kind == AccountKind::Borrower,
-    )?
-    else {
+    )?;
+    w.upsert_created = created.is_some();
+    let Some(id) = created else {
         return Ok(None);
     };
     if let Some(d) = divs {

@@ -65,6 +65,9 @@ pub struct Writer<'a> {
     /// The column sets this load's creates bound (bitmasks over the type's fields), at most
     /// `CREATE_SHAPES`: see `create_columns`.
     create_shapes: Vec<u128>,
+    /// The last upsert this load applied in one statement created its account: the next one
+    /// tries its create first (`account::update_in_place`).
+    pub(super) upsert_created: bool,
 }
 
 /// Distinct column sets a load's creates may bind before they bind every column: each is a
@@ -161,6 +164,7 @@ impl<'a> Writer<'a> {
             found: FoundCache::default(),
             by_lender_id: false,
             create_shapes: Vec::new(),
+            upsert_created: false,
         }
     }
 }
