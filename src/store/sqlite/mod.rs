@@ -11,6 +11,9 @@ use rusqlite::{
 };
 use std::path::Path;
 
+mod bound;
+use bound::Arg;
+
 /// Process-wide SQLite settings, before the library's first use (later they cannot change, and
 /// this does nothing). Memory statistics off: with them on, every SQLite allocation takes a
 /// global mutex (`pthread_mutex_lock` was 3-4% of an update's or relation add's store thread,
@@ -225,6 +228,8 @@ impl Store for SqliteStore {
             problems: 0,
             sqls: SqlCache::default(),
             stmts: Vec::new(),
+            hot_sqls: SqlCache::default(),
+            hot: Vec::new(),
         };
         // Numbered per lender: one writer at a time (IMMEDIATE), so max + 1 is free; an API
         // load takes the number reserved at its submission (schema v5), and no load takes a
@@ -795,6 +800,9 @@ struct SqliteTx<'s> {
     /// Prepared statements, by the index `sqls` gives (one per distinct text: bounded by the
     /// code's call sites and column sets, not by the input).
     stmts: Vec<rusqlite::Statement<'s>>,
+    /// The per-record writes and probes, bound without copies (`bound`), likewise cached.
+    hot_sqls: SqlCache,
+    hot: Vec<bound::BoundStmt<'s>>,
 }
 
 impl Drop for SqliteTx<'_> {
@@ -931,7 +939,8 @@ impl<'s> SqliteTx<'s> {
         tail: &str,
     ) -> Result<rusqlite::Result<usize>, StoreError> {
         let n = vals.len() + 4;
-        let q = self.index(op, cols, || {
+        let (lender, id) = (self.lender, self.id);
+        let st = self.hot(op, cols, || {
             let mut names = cols.join(", ");
             if !names.is_empty() {
                 names.push_str(", ");
@@ -942,30 +951,32 @@ impl<'s> SqliteTx<'s> {
                 table_name(table)
             )
         })?;
-        let mut all: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(n);
-        all.extend(vals.iter().map(|v| v as &dyn rusqlite::ToSql));
-        all.extend([
-            &self.lender as &dyn rusqlite::ToSql,
-            &thread_id,
-            &self.id,
-            &self.id,
-        ]);
-        Ok(self.stmts[q].execute(&all[..]))
+        let tail = [
+            Arg::Text(lender),
+            Arg::Text(thread_id),
+            Arg::Int(id),
+            Arg::Int(id),
+        ];
+        Ok(st.execute(vals.iter().map(Arg::from).chain(tail)))
     }
-    /// Index of the statement for (op, cols), prepared on first use.
-    fn index(
+    /// The hot statement for (op, cols), prepared on first use (bounded as `bound` bounds
+    /// `stmts`).
+    fn hot(
         &mut self,
         op: u8,
         cols: &[&str],
         build: impl FnOnce() -> String,
-    ) -> Result<usize, StoreError> {
-        self.bound(op, cols);
-        let (i, new) = self.sqls.get(op, cols, build);
-        if let Some(sql) = new {
-            debug_assert_eq!(i, self.stmts.len());
-            self.stmts.push(self.conn.prepare(sql)?);
+    ) -> Result<&mut bound::BoundStmt<'s>, StoreError> {
+        if self.hot.len() >= MAX_LOAD_STATEMENTS && !self.hot_sqls.contains(op, cols) {
+            self.hot.clear();
+            self.hot_sqls = SqlCache::default();
         }
-        Ok(i)
+        let (i, new) = self.hot_sqls.get(op, cols, build);
+        if let Some(sql) = new {
+            debug_assert_eq!(i, self.hot.len());
+            self.hot.push(bound::BoundStmt::prepare(self.conn, sql)?);
+        }
+        Ok(&mut self.hot[i])
     }
     /// Keeps the load's prepared statements bounded: update texts follow the column sets the
     /// records supply, so a file could otherwise prepare a statement per record. Before a new
@@ -1046,17 +1057,16 @@ impl LoadTx for SqliteTx<'_> {
         except: Option<RowId>,
         ignore_borrowers: bool,
     ) -> Result<bool, StoreError> {
-        let clash: Option<i64> = self
-            .fixed(
-                OP_EMAIL,
-                "SELECT 1 FROM accounts WHERE email_key = ?1 AND id IS NOT ?2
-                 AND (?3 = 0 OR kind <> 'borrower') LIMIT 1",
-            )?
-            .query_row(params![email_key, except, ignore_borrowers as i64], |r| {
-                r.get(0)
-            })
-            .optional()?;
-        Ok(clash.is_some())
+        let st = self.hot(OP_EMAIL, &[], || {
+            "SELECT 1 FROM accounts WHERE email_key = ?1 AND id IS NOT ?2
+             AND (?3 = 0 OR kind <> 'borrower') LIMIT 1"
+                .to_string()
+        })?;
+        Ok(st.exists([
+            Arg::Text(email_key),
+            except.into(),
+            Arg::Int(i64::from(ignore_borrowers)),
+        ])?)
     }
 
     fn insert(
@@ -1080,7 +1090,8 @@ impl LoadTx for SqliteTx<'_> {
         cols: &[&str],
         vals: &[Value],
     ) -> Result<Written, StoreError> {
-        let q = self.index(op(4, table as u8), cols, || {
+        let load = self.id;
+        let st = self.hot(op(4, table as u8), cols, || {
             let mut sets: Vec<String> = cols.iter().map(|c| format!("{c} = ?")).collect();
             sets.push("updated_load = ?".into());
             format!(
@@ -1089,11 +1100,8 @@ impl LoadTx for SqliteTx<'_> {
                 sets.join(", ")
             )
         })?;
-        let mut all: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(vals.len() + 2);
-        all.extend(vals.iter().map(|v| v as &dyn rusqlite::ToSql));
-        all.push(&self.id);
-        all.push(&id);
-        let written = match self.stmts[q].execute(&all[..]) {
+        let tail = [Arg::Int(load), Arg::Int(id)];
+        let written = match st.execute(vals.iter().map(Arg::from).chain(tail)) {
             Ok(_) => Written::Row(id),
             Err(e) if is_unique_violation(&e) => Written::Duplicate,
             Err(e) => return Err(e.into()),
@@ -1120,14 +1128,14 @@ impl LoadTx for SqliteTx<'_> {
     fn link(&mut self, link: Link, keys: &[Value]) -> Result<bool, StoreError> {
         let (table, cols) = link_table(link);
         let n = self
-            .stmt(op(5, link as u8), &[], || {
+            .hot(op(5, link as u8), &[], || {
                 let marks = vec!["?"; cols.len()].join(", ");
                 format!(
                     "INSERT OR IGNORE INTO {table} ({}) VALUES ({marks})",
                     cols.join(", ")
                 )
             })?
-            .execute(params_from_iter(keys.iter()))?;
+            .execute(keys.iter().map(Arg::from))?;
         Ok(n > 0)
     }
 
@@ -1165,7 +1173,8 @@ impl LoadTx for SqliteTx<'_> {
     ) -> Result<bool, StoreError> {
         let which =
             table as u8 | u8::from(kind.is_some()) << 2 | u8::from(email_key.is_some()) << 3;
-        let q = self.index(op(13, which), cols, || {
+        let (load, lender) = (self.id, self.lender);
+        let st = self.hot(op(13, which), cols, || {
             let mut sets: Vec<String> = cols.iter().map(|c| format!("{c} = ?")).collect();
             sets.push("updated_load = ?".into());
             let mut wh = format!("lender = ? AND {} = ?", lender_id_column(table));
@@ -1181,18 +1190,12 @@ impl LoadTx for SqliteTx<'_> {
                 sets.join(", ")
             )
         })?;
-        let kind = kind.map(AccountKind::as_str);
-        let mut all: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(vals.len() + 5);
-        all.extend(vals.iter().map(|v| v as &dyn rusqlite::ToSql));
-        all.extend([&self.id as &dyn rusqlite::ToSql, &self.lender, &lender_id]);
-        if let Some(k) = &kind {
-            all.push(k);
-        }
-        if let Some(e) = &email_key {
-            all.push(e);
-        }
+        let tail = [Arg::Int(load), Arg::Text(lender), Arg::Text(lender_id)]
+            .into_iter()
+            .chain(kind.map(|k| Arg::Text(k.as_str())))
+            .chain(email_key.map(Arg::from));
         // Not RETURNING: it made the statement cost more than a find and an update together.
-        Ok(self.stmts[q].execute(&all[..])? > 0)
+        Ok(st.execute(vals.iter().map(Arg::from).chain(tail))? > 0)
     }
 
     fn link_account(
@@ -1211,7 +1214,7 @@ impl LoadTx for SqliteTx<'_> {
         // statement journal (a savepoint per execution, 5% of a relation file's store thread);
         // a missing account (or one of another kind) is a NULL, which the NOT NULL column
         // refuses and OR IGNORE skips, as it skips a link already there.
-        let st = self.stmt(op(12, link as u8), &[], || {
+        let st = self.hot(op(12, link as u8), &[], || {
             let tail: String = (0..cols.len().saturating_sub(2))
                 .map(|i| format!(", ?{}", i + 5))
                 .collect();
@@ -1221,10 +1224,13 @@ impl LoadTx for SqliteTx<'_> {
                 cols.join(", ")
             )
         })?;
-        let mut keys: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(4 + rest.len());
-        keys.extend([&owner as &dyn rusqlite::ToSql, &lender, &external_id, &kind]);
-        keys.extend(rest.iter().map(|v| v as &dyn rusqlite::ToSql));
-        Ok(st.execute(&keys[..])? > 0)
+        let keys = [
+            Arg::Int(owner),
+            Arg::Text(lender),
+            Arg::Text(external_id),
+            Arg::Text(kind),
+        ];
+        Ok(st.execute(keys.into_iter().chain(rest.iter().map(Arg::from)))? > 0)
     }
 
     fn unlink(&mut self, link: Link, keys: &[Value]) -> Result<bool, StoreError> {
@@ -1395,6 +1401,7 @@ impl LoadTx for SqliteTx<'_> {
         // Statements are finalized before the commit (none may be running at COMMIT).
         let mut this = self;
         this.stmts.clear();
+        this.hot.clear();
         this.conn.execute_batch("COMMIT")?;
         this.open = false;
         Ok(id)
