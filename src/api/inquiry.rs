@@ -118,8 +118,8 @@ fn to_json(v: Value, ty: Ty) -> Json {
             Ty::Decimal => t
                 .parse::<serde_json::Number>()
                 .map(Json::Number)
-                .unwrap_or(Json::String(t)),
-            _ => Json::String(t),
+                .unwrap_or_else(|_| Json::String(t.into_owned())),
+            _ => Json::String(t.into_owned()),
         },
     }
 }

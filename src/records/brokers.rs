@@ -123,8 +123,8 @@ fn create(w: &mut Writer<'_>, r: &Record) -> Applied {
 /// address, and no ExternalId.
 fn create_owner_account(w: &mut Writer<'_>, r: &Record) -> Result<i64, ApplyError> {
     let (first, last) = split_owner(r.str("OwnerName"));
-    let s = |n: &str| r.str(n).map_or(Value::Null, |v| Value::Text(v.to_string()));
-    let t = |v: Option<String>| v.map_or(Value::Null, Value::Text);
+    let s = |n: &str| r.str(n).map_or(Value::Null, |v| Value::Text(v.into()));
+    let t = |v: Option<String>| v.map_or(Value::Null, |v| Value::Text(v.into()));
     let cols = [
         "kind",
         "email",
@@ -171,7 +171,7 @@ fn update(w: &mut Writer<'_>, r: &Record, found: &Found) -> Applied {
             )));
         };
         let current = match w.tx.get(Table::Accounts, o, "email_key")? {
-            Value::Text(k) => Some(k),
+            Value::Text(k) => Some(k.into_owned()),
             _ => None,
         };
         if email_key(email) != current {

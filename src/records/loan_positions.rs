@@ -84,7 +84,7 @@ fn write(r: &Record, w: &mut Writer<'_>) -> Applied {
     };
     let named = r.reference("Account_ThreadId", "Account_ExternalId");
     let (link, want) = (Link::LoanPositions, AccountKind::Employee);
-    let position = Value::Text(position);
+    let position = Value::Text(position.into());
     let rest = std::slice::from_ref(&position);
     if let Some(done) = w.add_account_link(r.mode, link, loan.id, want, &named, rest)? {
         return Ok(done);
@@ -97,7 +97,7 @@ fn write(r: &Record, w: &mut Writer<'_>) -> Applied {
         "Account_ExternalId",
     )?;
     let held = match &position {
-        Value::Text(p) => p.as_str(),
+        Value::Text(p) => p.as_ref(),
         _ => "",
     };
     let missing = || {

@@ -141,7 +141,7 @@ fn create(w: &mut Writer<'_>, r: &Record) -> Applied {
     // An upsert that creates takes the single division when none was given.
     let division = w.divisions_or_default(r, DIVISION)?;
     let (mut cols, mut vals) = w.create_columns(r);
-    let division = Value::Text(division.into_iter().next().unwrap_or_default());
+    let division = Value::Text(division.into_iter().next().unwrap_or_default().into());
     match cols.iter().position(|c| *c == "division_thread_id") {
         Some(i) => vals[i] = division,
         None => {

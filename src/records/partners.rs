@@ -319,9 +319,9 @@ fn dedupe(w: &mut Writer<'_>, r: &Record, except: Option<RowId>) -> Result<(), A
     Ok(())
 }
 
-fn license_key(r: &Record) -> Option<Value> {
+fn license_key(r: &Record) -> Option<Value<'static>> {
     match r.slot("LicenseId") {
-        Slot::Set(Val::Str(s)) => Some(Value::Text(s.to_lowercase())),
+        Slot::Set(Val::Str(s)) => Some(Value::Text(s.to_lowercase().into())),
         Slot::Null => Some(Value::Null),
         _ => None,
     }
@@ -364,7 +364,7 @@ fn update(w: &mut Writer<'_>, r: &Record, found: &Found) -> Applied {
     let (mut cols, mut vals) = columns(r, true);
     if let Some(e) = r.str("Email") {
         cols.push("email_key");
-        vals.push(Value::Text(e.to_lowercase()));
+        vals.push(Value::Text(e.to_lowercase().into()));
     }
     if let Some(k) = license_key(r) {
         cols.push("license_key");

@@ -174,9 +174,9 @@ pub fn new_thread_id() -> String {
 }
 
 /// The value a slot stores (absent, null and invalid store nothing).
-pub fn to_value(slot: &Slot) -> Value {
+pub fn to_value(slot: &Slot) -> Value<'_> {
     match slot {
-        Slot::Set(Val::Str(s) | Val::Dec(s) | Val::Date(s)) => Value::Text(s.clone()),
+        Slot::Set(Val::Str(s) | Val::Dec(s) | Val::Date(s)) => Value::Text(s.as_str().into()),
         Slot::Set(Val::Int(i)) => Value::Int(*i),
         _ => Value::Null,
     }
@@ -190,8 +190,8 @@ pub fn email_key(slot: &Slot) -> Option<String> {
     }
 }
 
-pub fn key_value(k: Option<String>) -> Value {
-    k.map_or(Value::Null, Value::Text)
+pub fn key_value(k: Option<String>) -> Value<'static> {
+    k.map_or(Value::Null, |k| Value::Text(k.into()))
 }
 
 /// "an employee", "a borrower", "a broker account".
@@ -213,7 +213,7 @@ pub fn drop_column(cols: &mut Vec<&'static str>, vals: &mut Vec<Value>, column: 
 
 /// The columns and values of a record's own fields: every column on create, only the supplied
 /// ones on update.
-pub fn columns(r: &Record, only_supplied: bool) -> (Vec<&'static str>, Vec<Value>) {
+pub fn columns(r: &Record, only_supplied: bool) -> (Vec<&'static str>, Vec<Value<'_>>) {
     // Sized once, with room for the few columns callers add (growing them was ~4% of an
     // employee create's store work in realloc).
     let n = r.kind.fields().len() + 4;
@@ -234,7 +234,7 @@ impl Writer<'_> {
     /// the column's NULL either way, and binding a loan's ~80 columns for its ~12 set ones was
     /// most of its insert: bench/README.md "Issue 10: creates bind what they set"), while the
     /// load has used at most `CREATE_SHAPES` column sets; then every column, as one statement.
-    pub fn create_columns(&mut self, r: &Record) -> (Vec<&'static str>, Vec<Value>) {
+    pub fn create_columns<'r>(&mut self, r: &'r Record) -> (Vec<&'static str>, Vec<Value<'r>>) {
         let mut mask: u128 = 0;
         let mut fits = r.slots.len() <= 128;
         if fits {
@@ -446,7 +446,7 @@ impl Writer<'_> {
         }
         for d in divisions {
             self.tx
-                .link(link, &[Value::Int(id), Value::Text(d.clone())])?;
+                .link(link, &[Value::Int(id), Value::Text(d.as_str().into())])?;
         }
         Ok(())
     }
@@ -690,7 +690,7 @@ impl Writer<'_> {
                 &[
                     Value::Int(owner),
                     Value::Int(account),
-                    Value::Text(position.to_string()),
+                    Value::Text(position.into()),
                 ],
                 || {
                     Problem::field(

@@ -20,12 +20,25 @@ use crate::result::Counts;
 /// A row's id inside the store (never shown to a lender).
 pub type RowId = i64;
 
-/// A column value, as every backend can store it.
+/// A column value, as every backend can store it. Text is borrowed where it can be (a record's
+/// own fields: copying each into the statement's values was 4-10% of a store thread, bench/README
+/// "Issue 10, fourth round"), owned where it is made (keys, defaults).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Value {
+pub enum Value<'a> {
     Null,
     Int(i64),
-    Text(String),
+    Text(std::borrow::Cow<'a, str>),
+}
+
+impl Value<'_> {
+    /// The same value, owning its text (for a value kept past the record it came from).
+    pub fn to_static(&self) -> Value<'static> {
+        match self {
+            Value::Null => Value::Null,
+            Value::Int(i) => Value::Int(*i),
+            Value::Text(s) => Value::Text(std::borrow::Cow::Owned(s.to_string())),
+        }
+    }
 }
 
 /// The entity tables.
@@ -225,7 +238,7 @@ pub struct RecordQuery<'a> {
 #[derive(Debug, Clone, Default)]
 pub struct RecordPage {
     /// (thread id, the query's columns in order), by thread id.
-    pub rows: Vec<(String, Vec<Value>)>,
+    pub rows: Vec<(String, Vec<Value<'static>>)>,
     pub total: i64,
 }
 
@@ -515,7 +528,7 @@ pub trait LoadTx {
         vals: &[Value],
     ) -> Result<Written, StoreError>;
     /// Reads one column of an entity row.
-    fn get(&mut self, table: Table, id: RowId, col: &str) -> Result<Value, StoreError>;
+    fn get(&mut self, table: Table, id: RowId, col: &str) -> Result<Value<'static>, StoreError>;
     /// Adds a link; false when it was there already. A backend that writes links a batch at a
     /// time (PostgreSQL) answers true: no caller depends on the answer.
     fn link(&mut self, link: Link, keys: &[Value]) -> Result<bool, StoreError>;

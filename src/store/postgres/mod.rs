@@ -175,7 +175,7 @@ fn submission(r: &Row) -> Result<ApiSubmission, postgres::Error> {
 }
 
 /// A cell of an entity row as the neutral `Value` (the tables hold BIGINT and TEXT).
-fn cell(r: &Row, i: usize) -> Result<Value, postgres::Error> {
+fn cell(r: &Row, i: usize) -> Result<Value<'static>, postgres::Error> {
     Ok(match *r.columns()[i].type_() {
         Type::INT8 => r
             .try_get::<_, Option<i64>>(i)?
@@ -185,10 +185,10 @@ fn cell(r: &Row, i: usize) -> Result<Value, postgres::Error> {
             .map_or(Value::Null, |v| Value::Int(v.into())),
         Type::FLOAT8 => r
             .try_get::<_, Option<f64>>(i)?
-            .map_or(Value::Null, |v| Value::Text(v.to_string())),
+            .map_or(Value::Null, |v| Value::Text(v.to_string().into())),
         _ => r
             .try_get::<_, Option<String>>(i)?
-            .map_or(Value::Null, Value::Text),
+            .map_or(Value::Null, |v| Value::Text(v.into())),
     })
 }
 
@@ -917,7 +917,7 @@ impl Store for PgStore {
 }
 
 /// Values bind as the column's type asks (SQLite takes either everywhere; PostgreSQL does not).
-impl ToSql for Value {
+impl ToSql for Value<'_> {
     fn to_sql(
         &self,
         ty: &Type,
@@ -935,7 +935,7 @@ impl ToSql for Value {
                 Type::INT8 => s.parse::<i64>()?.to_sql(ty, out),
                 Type::INT4 => s.parse::<i32>()?.to_sql(ty, out),
                 Type::FLOAT8 => s.parse::<f64>()?.to_sql(ty, out),
-                _ => s.as_str().to_sql(ty, out),
+                _ => s.as_ref().to_sql(ty, out),
             },
         }
     }
@@ -1077,7 +1077,7 @@ struct PgTx<'s> {
     /// The current batch's prefetched answers (`prefetch`).
     cache: Option<prefetch::BatchCache>,
     /// Links not yet written (`link`), in order.
-    links: Vec<(Link, Vec<Value>)>,
+    links: Vec<(Link, Vec<Value<'static>>)>,
 }
 
 impl Drop for PgTx<'_> {
@@ -1326,7 +1326,7 @@ impl LoadTx for PgTx<'_> {
         })
     }
 
-    fn get(&mut self, table: Table, id: RowId, col: &str) -> Result<Value, StoreError> {
+    fn get(&mut self, table: Table, id: RowId, col: &str) -> Result<Value<'static>, StoreError> {
         let sql = format!("SELECT {col} FROM {} WHERE id = $1", table_name(table));
         let row = self.store.query_opt(&sql, &[&id])?.ok_or_else(|| {
             StoreError::Backend(format!("{} row {id} not found", table_name(table)))
@@ -1336,14 +1336,15 @@ impl LoadTx for PgTx<'_> {
             row.get::<_, Option<i64>>(0).map_or(Value::Null, Value::Int)
         } else {
             row.get::<_, Option<String>>(0)
-                .map_or(Value::Null, Value::Text)
+                .map_or(Value::Null, |v| Value::Text(v.into()))
         })
     }
 
     /// Deferred: links are written a batch at a time (`flush_links`), before anything that
     /// could see them. The answer is therefore always true (no caller uses it).
     fn link(&mut self, link: Link, keys: &[Value]) -> Result<bool, StoreError> {
-        self.links.push((link, keys.to_vec()));
+        self.links
+            .push((link, keys.iter().map(Value::to_static).collect()));
         if self.links.len() >= LINK_BATCH {
             self.flush_links()?;
         }

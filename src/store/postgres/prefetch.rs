@@ -150,10 +150,10 @@ impl BatchCache {
         for (c, v) in cols.iter().zip(vals) {
             let Value::Text(s) = v else { continue };
             if *c == lid {
-                self.dirty_ids.insert((t, s.clone()));
+                self.dirty_ids.insert((t, s.to_string()));
             }
             if table == Table::Accounts && *c == "email_key" {
-                self.dirty_emails.insert(s.clone());
+                self.dirty_emails.insert(s.to_string());
             }
         }
     }

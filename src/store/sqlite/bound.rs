@@ -29,7 +29,7 @@ pub(super) enum Arg<'a> {
     Text(&'a str),
 }
 
-impl<'a> From<&'a Value> for Arg<'a> {
+impl<'a> From<&'a Value<'_>> for Arg<'a> {
     fn from(v: &'a Value) -> Self {
         match v {
             Value::Null => Arg::Null,

@@ -582,8 +582,8 @@ impl Store for SqliteStore {
                 for i in 0..width {
                     vals.push(match r.get::<_, SqlValue>(i + 1)? {
                         SqlValue::Integer(n) => Value::Int(n),
-                        SqlValue::Text(t) => Value::Text(t),
-                        SqlValue::Real(f) => Value::Text(f.to_string()),
+                        SqlValue::Text(t) => Value::Text(t.into()),
+                        SqlValue::Real(f) => Value::Text(f.to_string().into()),
                         _ => Value::Null,
                     });
                 }
@@ -645,7 +645,7 @@ impl Store for SqliteStore {
                 let mut vals = Vec::with_capacity(width);
                 for i in 0..width {
                     vals.push(match r.get::<_, Option<String>>(i)? {
-                        Some(t) => Value::Text(t),
+                        Some(t) => Value::Text(t.into()),
                         None => Value::Null,
                     });
                 }
@@ -883,7 +883,7 @@ fn op(kind: u8, which: u8) -> u8 {
 }
 
 /// Values bind as they are (text borrowed, never copied).
-impl rusqlite::ToSql for Value {
+impl rusqlite::ToSql for Value<'_> {
     fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
         use rusqlite::types::{ToSqlOutput, ValueRef};
         Ok(match self {
@@ -1112,7 +1112,7 @@ impl LoadTx for SqliteTx<'_> {
         }
     }
 
-    fn get(&mut self, table: Table, id: RowId, col: &str) -> Result<Value, StoreError> {
+    fn get(&mut self, table: Table, id: RowId, col: &str) -> Result<Value<'static>, StoreError> {
         let v: SqlValue = self
             .stmt(op(8, table as u8), &[col], || {
                 format!("SELECT {col} FROM {} WHERE id = ?1", table_name(table))
@@ -1120,7 +1120,7 @@ impl LoadTx for SqliteTx<'_> {
             .query_row([id], |r| r.get(0))?;
         Ok(match v {
             SqlValue::Integer(i) => Value::Int(i),
-            SqlValue::Text(s) => Value::Text(s),
+            SqlValue::Text(s) => Value::Text(s.into()),
             _ => Value::Null,
         })
     }
