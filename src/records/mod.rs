@@ -426,7 +426,8 @@ pub fn validate(kind: Kind, element: Value, ctx: Option<Ctx<'_>>) -> Result<Reco
     // Mode first: it decides how a failure is counted. It is a field of every table; it is
     // taken out of the slots so no rule reads it by position.
     let allowed = kind.modes();
-    let allowed_text = match allowed {
+    // Built only for a message (a text per record was a malloc and a free per record).
+    let allowed_text = || match allowed {
         [a, b] => format!("\"{}\" or \"{}\"", a.name(), b.name()),
         _ => "\"create\", \"update\" or \"upsert\"".to_string(),
     };
@@ -442,8 +443,9 @@ pub fn validate(kind: Kind, element: Value, ctx: Option<Ctx<'_>>) -> Result<Reco
                     "Mode",
                     Code::InvalidValue,
                     format!(
-                        "\"{m}\" is not valid for {}; use {allowed_text}.",
-                        kind.prefix()
+                        "\"{m}\" is not valid for {}; use {}.",
+                        kind.prefix(),
+                        allowed_text()
                     ),
                 );
                 None
@@ -454,7 +456,7 @@ pub fn validate(kind: Kind, element: Value, ctx: Option<Ctx<'_>>) -> Result<Reco
             problems.at(
                 "Mode",
                 Code::Required,
-                format!("required; use {allowed_text}."),
+                format!("required; use {}.", allowed_text()),
             );
             None
         }
