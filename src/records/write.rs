@@ -169,8 +169,23 @@ impl<'a> Writer<'a> {
     }
 }
 
-pub fn new_thread_id() -> String {
-    uuid::Uuid::new_v4().simple().to_string()
+/// A new thread id: 32 lower-case hexadecimal characters of a random (v4) UUID, on the stack (a
+/// `String` per created row was an allocation and a free on the store thread).
+pub fn new_thread_id() -> ThreadIdBuf {
+    let mut b = [0u8; 32];
+    uuid::Uuid::new_v4().simple().encode_lower(&mut b);
+    ThreadIdBuf(b)
+}
+
+/// See `new_thread_id`; reads as a `&str`.
+pub struct ThreadIdBuf([u8; 32]);
+
+impl std::ops::Deref for ThreadIdBuf {
+    type Target = str;
+    fn deref(&self) -> &str {
+        // Always ASCII hexadecimal (encode_lower wrote every byte).
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
 }
 
 /// The value a slot stores (absent, null and invalid store nothing).
@@ -291,11 +306,12 @@ impl Writer<'_> {
         create: fn(&mut Self, &Record) -> Applied,
         update: fn(&mut Self, &Record, &Found) -> Applied,
     ) -> Applied {
+        if r.mode == Mode::Create {
+            // A create finds nothing first (and needs no copy of its identity).
+            return create(self, r);
+        }
         let id = r.identity();
-        let found = match r.mode {
-            Mode::Create => None,
-            _ => self.locate(table, kind, &id)?,
-        };
+        let found = self.locate(table, kind, &id)?;
         match (r.mode, found) {
             (Mode::Create, _) => create(self, r),
             (Mode::Update | Mode::Upsert, Some(f)) => {
@@ -716,6 +732,20 @@ pub fn entity_table(kind: Kind) -> (Table, Option<AccountKind>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn new_thread_ids_are_32_lower_hex_characters_and_differ() {
+        let a = super::new_thread_id();
+        let b = super::new_thread_id();
+        for t in [&*a, &*b] {
+            assert_eq!(t.len(), 32, "{t}");
+            assert!(
+                t.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f')),
+                "{t}"
+            );
+        }
+        assert_ne!(&*a, &*b);
+    }
 
     /// A full map keeps about seven eighths of its entries (right ones) and never grows past
     /// its bound; on a round robin over more keys than it holds it still answers a good share
