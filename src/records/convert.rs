@@ -229,18 +229,20 @@ pub fn read_object(
     } else {
         format!("{path}.")
     };
-    // Members mostly come in the table's order: the field after the last one found is tried
-    // first (names in a table are unique, so an exact match there is the only one).
+    // Members mostly come in the table's order, some fields left out: the fields after the last
+    // one found are tried first, exactly (names in a table are unique, so an exact match there is
+    // the only one); then the whole table, exactly and ignoring case (`match_field`).
     let mut next = 0;
     for (name, value) in members {
         // What a failed-records file adds (docs/decisions.md): read back, it is ignored.
         if path.is_empty() && name.eq_ignore_ascii_case(PROBLEMS_MEMBER) {
             continue;
         }
-        let found = match fields.get(next) {
-            Some(f) if f.name == name => Some((next, f)),
-            _ => match_field(fields, &name),
-        };
+        let found = fields
+            .get(next..)
+            .and_then(|rest| rest.iter().position(|f| f.name == name))
+            .map(|j| (next + j, &fields[next + j]))
+            .or_else(|| match_field(fields, &name));
         match found {
             None => problems.at(
                 format!("{prefix}{}", shown(&name)),

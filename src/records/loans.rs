@@ -6,7 +6,7 @@
 
 use super::hints::{Alias, ADDRESS};
 use super::write::{columns, drop_column, Applied, Writer};
-use super::{f, Kind, Outcome, Record, Shape, Slot, Spec, Ty};
+use super::{f, Kind, Outcome, Record, Shape, Slot, Spec, Ty, Val};
 use crate::problem::{Code, Problems};
 use crate::store::{Found, Table, Value};
 
@@ -108,17 +108,37 @@ const ALIASES: &[Alias] = &[
     ("fundingdate", &["FundedDate"]),
 ];
 
+/// The lookup-id fields and the lookup each names.
+const LOOKUP_IDS: [(&str, &str); 6] = [
+    ("LoanTypeId", "loan_types"),
+    ("AgencyId", "agencies"),
+    ("LoanPurposeId", "loan_purposes"),
+    ("LoanOccupancyId", "loan_occupancies"),
+    ("StructureTypeId", "structure_types"),
+    ("LoanStatusId", "loan_statuses"),
+];
+
+/// `LOOKUP_IDS` with each field's place in the table, found once (six searches of the table by
+/// name per loan were 6% of a loans file's parser thread).
+fn lookup_fields() -> &'static [(usize, &'static str, &'static str)] {
+    static FIELDS: std::sync::OnceLock<Vec<(usize, &str, &str)>> = std::sync::OnceLock::new();
+    FIELDS.get_or_init(|| {
+        LOOKUP_IDS
+            .iter()
+            .filter_map(|&(field, name)| {
+                let i = SPEC.fields.iter().position(|f| f.name == field);
+                debug_assert!(i.is_some(), "loans have no field {field}");
+                i.map(|i| (i, field, name))
+            })
+            .collect()
+    })
+}
+
 fn rules(r: &mut Record, ctx: Option<super::Ctx<'_>>, problems: &mut Problems) {
     let Some(ctx) = ctx else { return };
-    for (field, name) in [
-        ("LoanTypeId", "loan_types"),
-        ("AgencyId", "agencies"),
-        ("LoanPurposeId", "loan_purposes"),
-        ("LoanOccupancyId", "loan_occupancies"),
-        ("StructureTypeId", "structure_types"),
-        ("LoanStatusId", "loan_statuses"),
-    ] {
-        if let Some(id) = r.int(field) {
+    for &(i, field, name) in lookup_fields() {
+        if let Some(Slot::Set(Val::Int(id))) = r.slots.get(i) {
+            let id = *id;
             let Some((noun, table)) = ctx.lookups.table(name) else {
                 continue;
             };
@@ -167,6 +187,25 @@ fn update(w: &mut Writer<'_>, r: &Record, found: &Found) -> Applied {
 mod tests {
     use super::super::test_util::*;
     use super::super::*;
+
+    #[test]
+    fn every_lookup_id_field_is_found_once_and_checked() {
+        let found = super::lookup_fields();
+        assert_eq!(found.len(), super::LOOKUP_IDS.len());
+        for &(i, field, _) in found {
+            assert_eq!(super::SPEC.fields[i].name, field);
+        }
+        let cfg = cfg();
+        // The last of them in the table, out of the members' usual order.
+        assert_eq!(
+            messages(
+                Kind::Loans,
+                r#"{"LoanStatusId":999,"Mode":"create","LoanNumber":"l"}"#,
+                Some(ctx(&cfg))
+            ),
+            vec!["LoanStatusId: 999 is not a loan status id (see lookups/loan_statuses.csv)."]
+        );
+    }
 
     #[test]
     fn lookup_ids() {
