@@ -226,10 +226,8 @@ impl Store for SqliteStore {
             lender,
             id: 0,
             problems: 0,
-            sqls: SqlCache::default(),
-            stmts: Vec::new(),
-            hot_sqls: SqlCache::default(),
-            hot: Vec::new(),
+            stmts: Prepared::default(),
+            hot: Prepared::default(),
         };
         // Numbered per lender: one writer at a time (IMMEDIATE), so max + 1 is free; an API
         // load takes the number reserved at its submission (schema v5), and no load takes a
@@ -794,15 +792,58 @@ struct SqliteTx<'s> {
     lender: &'s str,
     id: i64,
     problems: i64,
-    /// SQL texts built once per load (building them per record was 4-7% of a phase), each with
-    /// the index of its statement in `stmts`.
+    /// Prepared statements (rusqlite's), by what they do.
+    stmts: Prepared<rusqlite::Statement<'s>>,
+    /// The per-record writes and probes, bound without copies (`bound`), likewise.
+    hot: Prepared<bound::BoundStmt<'s>>,
+}
+
+/// A load's prepared statements of one kind, with their SQL texts built once per load (building
+/// them per record was 4-7% of a phase). Bounded: update texts follow the column sets the
+/// records supply, so a file could otherwise prepare a statement per record; before a new one
+/// past `MAX_LOAD_STATEMENTS`, every statement is finalized and the cache starts over (each is
+/// prepared again when next used; an index is never kept across calls).
+struct Prepared<T> {
     sqls: SqlCache,
-    /// Prepared statements, by the index `sqls` gives (one per distinct text: bounded by the
-    /// code's call sites and column sets, not by the input).
-    stmts: Vec<rusqlite::Statement<'s>>,
-    /// The per-record writes and probes, bound without copies (`bound`), likewise cached.
-    hot_sqls: SqlCache,
-    hot: Vec<bound::BoundStmt<'s>>,
+    /// By the index `sqls` gives.
+    stmts: Vec<T>,
+}
+
+impl<T> Default for Prepared<T> {
+    fn default() -> Self {
+        Prepared {
+            sqls: SqlCache::default(),
+            stmts: Vec::new(),
+        }
+    }
+}
+
+impl<T> Prepared<T> {
+    /// The statement for (op, cols): `build` makes its text and `prepare` prepares it, both on
+    /// first use only.
+    fn get(
+        &mut self,
+        op: u8,
+        cols: &[&str],
+        build: impl FnOnce() -> String,
+        prepare: impl FnOnce(&str) -> rusqlite::Result<T>,
+    ) -> Result<&mut T, StoreError> {
+        if self.stmts.len() >= MAX_LOAD_STATEMENTS && !self.sqls.contains(op, cols) {
+            self.clear();
+        }
+        let (i, new) = self.sqls.get(op, cols, build);
+        if let Some(sql) = new {
+            debug_assert_eq!(i, self.stmts.len());
+            self.stmts.push(prepare(sql)?);
+        }
+        Ok(&mut self.stmts[i])
+    }
+
+    /// Finalizes every statement.
+    fn clear(&mut self) {
+        self.stmts.clear();
+        self.sqls = SqlCache::default();
+    }
 }
 
 impl Drop for SqliteTx<'_> {
@@ -825,7 +866,7 @@ struct SqlCache {
     next: usize,
 }
 
-/// Statements a load keeps prepared at most (see `SqliteTx::bound`).
+/// Statements of a kind a load keeps prepared at most (see `Prepared`).
 const MAX_LOAD_STATEMENTS: usize = 128;
 
 impl SqlCache {
@@ -882,7 +923,8 @@ fn op(kind: u8, which: u8) -> u8 {
     kind << 4 | which
 }
 
-/// Values bind as they are (text borrowed, never copied).
+/// Values bind as they are (rusqlite hands SQLite a copy of the text; the hot statements bind
+/// in place instead: `bound`).
 impl rusqlite::ToSql for Value<'_> {
     fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
         use rusqlite::types::{ToSqlOutput, ValueRef};
@@ -906,13 +948,8 @@ impl<'s> SqliteTx<'s> {
         cols: &[&str],
         build: impl FnOnce() -> String,
     ) -> Result<&mut rusqlite::Statement<'s>, StoreError> {
-        self.bound(op, cols);
-        let (i, new) = self.sqls.get(op, cols, build);
-        if let Some(sql) = new {
-            debug_assert_eq!(i, self.stmts.len());
-            self.stmts.push(self.conn.prepare(sql)?);
-        }
-        Ok(&mut self.stmts[i])
+        let conn = self.conn;
+        self.stmts.get(op, cols, build, |sql| conn.prepare(sql))
     }
     /// A fixed statement (its op code names it).
     fn fixed(
@@ -959,34 +996,16 @@ impl<'s> SqliteTx<'s> {
         ];
         Ok(st.execute(vals.iter().map(Arg::from).chain(tail)))
     }
-    /// The hot statement for (op, cols), prepared on first use (bounded as `bound` bounds
-    /// `stmts`).
+    /// The hot statement for (op, cols), prepared on first use.
     fn hot(
         &mut self,
         op: u8,
         cols: &[&str],
         build: impl FnOnce() -> String,
     ) -> Result<&mut bound::BoundStmt<'s>, StoreError> {
-        if self.hot.len() >= MAX_LOAD_STATEMENTS && !self.hot_sqls.contains(op, cols) {
-            self.hot.clear();
-            self.hot_sqls = SqlCache::default();
-        }
-        let (i, new) = self.hot_sqls.get(op, cols, build);
-        if let Some(sql) = new {
-            debug_assert_eq!(i, self.hot.len());
-            self.hot.push(bound::BoundStmt::prepare(self.conn, sql)?);
-        }
-        Ok(&mut self.hot[i])
-    }
-    /// Keeps the load's prepared statements bounded: update texts follow the column sets the
-    /// records supply, so a file could otherwise prepare a statement per record. Before a new
-    /// one past `MAX_LOAD_STATEMENTS`, every statement is finalized and the cache starts over
-    /// (each is prepared again when next used; an index is never kept across calls).
-    fn bound(&mut self, op: u8, cols: &[&str]) {
-        if self.stmts.len() >= MAX_LOAD_STATEMENTS && !self.sqls.contains(op, cols) {
-            self.stmts.clear();
-            self.sqls = SqlCache::default();
-        }
+        let conn = self.conn;
+        self.hot
+            .get(op, cols, build, |sql| bound::BoundStmt::prepare(conn, sql))
     }
 }
 
