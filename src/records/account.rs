@@ -148,7 +148,10 @@ fn create_new(
     cols.extend(["kind", "email_key"]);
     vals.push(Value::Text(kind.as_str().into()));
     let key = email_key(email);
-    vals.push(key_value(key.clone()));
+    vals.push(
+        key.as_deref()
+            .map_or(Value::Null, |k| Value::Text(k.into())),
+    );
     let created = w.tx.insert_new_account(
         &super::write::new_thread_id(),
         &cols,

@@ -6,7 +6,7 @@
 
 use super::hints::{Alias, ADDRESS};
 use super::write::{columns, drop_column, Applied, Writer};
-use super::{f, Kind, Outcome, Record, Shape, Slot, Spec, Ty, Val};
+use super::{f, Kind, Outcome, Record, Shape, Slot, Spec, Ty};
 use crate::problem::{Code, Problems};
 use crate::store::{Found, Table, Value};
 
@@ -137,8 +137,7 @@ fn lookup_fields() -> &'static [(usize, &'static str, &'static str)] {
 fn rules(r: &mut Record, ctx: Option<super::Ctx<'_>>, problems: &mut Problems) {
     let Some(ctx) = ctx else { return };
     for &(i, field, name) in lookup_fields() {
-        if let Some(Slot::Set(Val::Int(id))) = r.slots.get(i) {
-            let id = *id;
+        if let Some(id) = r.slots.get(i).and_then(Slot::int) {
             let Some((noun, table)) = ctx.lookups.table(name) else {
                 continue;
             };

@@ -262,6 +262,13 @@ impl Slot {
     pub fn is_supplied(&self) -> bool {
         !matches!(self, Slot::Absent)
     }
+    /// The integer it holds, if it holds one.
+    pub fn int(&self) -> Option<i64> {
+        match self {
+            Slot::Set(Val::Int(i)) => Some(*i),
+            _ => None,
+        }
+    }
 }
 
 /// How a record or pair names an account, broker or loan: by thread id, by the lender's id, or both.
@@ -318,10 +325,7 @@ impl Record {
         }
     }
     pub fn int(&self, name: &str) -> Option<i64> {
-        match self.slot(name) {
-            Slot::Set(Val::Int(i)) => Some(*i),
-            _ => None,
-        }
+        self.slot(name).int()
     }
     pub fn list(&self, name: &str) -> Option<&[String]> {
         match self.slot(name) {

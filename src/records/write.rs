@@ -313,7 +313,6 @@ impl Writer<'_> {
         let id = r.identity();
         let found = self.locate(table, kind, &id)?;
         match (r.mode, found) {
-            (Mode::Create, _) => create(self, r),
             (Mode::Update | Mode::Upsert, Some(f)) => {
                 self.by_lender_id = id.thread_id.is_none();
                 let applied = update(self, r, &f);
