@@ -16,6 +16,7 @@ mod broker_accounts;
 mod brokers;
 pub mod convert;
 mod employees;
+mod found;
 pub mod hints;
 mod loan_borrowers;
 mod loan_brokers;

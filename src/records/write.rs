@@ -56,7 +56,7 @@ pub struct Writer<'a> {
     pub tx: &'a mut dyn LoadTx,
     pub lender: &'a Lender,
     /// Loans and brokers relation records named, by how they were named (see `Found`).
-    found: FoundCache,
+    found: super::found::FoundCache,
     /// The entity being updated was found by the record's own lender id (no ThreadId given), so
     /// its lender-id column already holds that value and the update leaves it out (setting an
     /// indexed column, even to its own value, makes the store rewrite its index entries:
@@ -74,86 +74,12 @@ pub struct Writer<'a> {
 /// prepared statement of the load, so their number must not follow the input.
 const CREATE_SHAPES: usize = 32;
 
-/// Loans and brokers found by the relation records of one load: a relation file names the same
-/// loan many times (one lookup per record was a third of a relation load's store work,
-/// bench/README.md "Issue 10"). Sound because a `Writer` lives for one load, a load holds one
-/// record type, and relation types never write the loans or brokers tables they look up (only
-/// their links), so an answer stays true for the whole load. Bounded: a full map drops about
-/// an eighth of its entries, chosen at random (`evict`); an entry is a key and 16 bytes (a loan's
-/// division as an index into the lender's), so a full map is ~4 MiB and covers 64k loans named
-/// in any order. Emptying a full map whole missed every time on a round robin over more loans
-/// than it holds (100k loans at N=1M in bench/run.sh); random evictions keep serving some.
-#[derive(Default)]
-struct FoundCache {
-    /// [loans by thread id, loans by LoanNumber, brokers by thread id, brokers by IdNumber]
-    maps: [std::collections::HashMap<Box<str>, Option<Hit>, FnvBuild>; 4],
-    /// Evictions so far: each drops another random eighth.
-    evictions: u64,
-}
-
-impl FoundCache {
-    /// Keeps `hit` under `key` in map `slot`, making room first when the map is full.
-    fn insert(&mut self, slot: usize, key: Box<str>, hit: Option<Hit>) {
-        if self.maps[slot].len() >= FOUND_CACHE_ENTRIES {
-            self.evict(slot);
-        }
-        self.maps[slot].insert(key, hit);
-    }
-
-    /// Makes room in a full map: drops the entries whose key, hashed with this eviction's
-    /// number, falls in one eighth, and empties the map if that dropped less than a sixteenth
-    /// (so that an eviction always makes room for many inserts: its cost, a pass over the map,
-    /// is spread over them).
-    fn evict(&mut self, slot: usize) {
-        use std::hash::{BuildHasher, Hasher};
-        self.evictions += 1;
-        let salt = self.evictions.wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        let map = &mut self.maps[slot];
-        map.retain(|k, _| {
-            let mut h = Fnv(FnvBuild.build_hasher().finish() ^ salt);
-            h.write(k.as_bytes());
-            h.finish().wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 61 != 0
-        });
-        if map.len() > FOUND_CACHE_ENTRIES - FOUND_CACHE_ENTRIES / 16 {
-            map.clear();
-        }
-    }
-}
-
-/// What the cache keeps of a found loan or broker.
+/// What the relation cache (`found::FoundCache`) keeps of a found loan or broker.
 #[derive(Clone, Copy)]
-struct Hit {
-    id: RowId,
+pub(super) struct Hit {
+    pub id: RowId,
     /// A loan's division: its index in the lender's divisions.
-    division: Option<u16>,
-}
-
-/// Entries per map before it drops some (`FoundCache::evict`).
-const FOUND_CACHE_ENTRIES: usize = 1 << 16;
-
-/// FNV-1a: the cache's keys are short ids, where SipHash was a visible share of a relation
-/// add's work and flooding is no concern (the keys are the lender's own, the map bounded).
-#[derive(Default, Clone, Copy)]
-struct FnvBuild;
-
-struct Fnv(u64);
-
-impl std::hash::BuildHasher for FnvBuild {
-    type Hasher = Fnv;
-    fn build_hasher(&self) -> Fnv {
-        Fnv(0xcbf2_9ce4_8422_2325)
-    }
-}
-
-impl std::hash::Hasher for Fnv {
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3);
-        }
-    }
-    fn finish(&self) -> u64 {
-        self.0
-    }
+    pub division: Option<u16>,
 }
 
 impl<'a> Writer<'a> {
@@ -161,7 +87,7 @@ impl<'a> Writer<'a> {
         Writer {
             tx,
             lender,
-            found: FoundCache::default(),
+            found: Default::default(),
             by_lender_id: false,
             create_shapes: Vec::new(),
             upsert_created: false,
@@ -613,7 +539,7 @@ impl Writer<'_> {
             Table::Accounts | Table::Partners => return self.tx.find(table, key, None),
         } + usize::from(!by_thread);
         let divisions = &self.lender.divisions;
-        if let Some(hit) = self.found.maps[slot].get(id) {
+        if let Some(hit) = self.found.get(slot, id) {
             return Ok(hit.map(|h| Found {
                 id: h.id,
                 kind: None,
@@ -646,7 +572,7 @@ impl Writer<'_> {
             },
         };
         if let Some(hit) = hit {
-            self.found.insert(slot, id.into(), hit);
+            self.found.insert(slot, id, hit);
         }
         Ok(found)
     }
@@ -730,8 +656,6 @@ pub fn entity_table(kind: Kind) -> (Table, Option<AccountKind>) {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-
     #[test]
     fn new_thread_ids_are_32_lower_hex_characters_and_differ() {
         let a = super::new_thread_id();
@@ -744,44 +668,5 @@ mod tests {
             );
         }
         assert_ne!(&*a, &*b);
-    }
-
-    /// A full map keeps about seven eighths of its entries (right ones) and never grows past
-    /// its bound; on a round robin over more keys than it holds it still answers a good share
-    /// (emptying it whole answered none).
-    #[test]
-    fn a_full_relation_cache_keeps_most_entries_and_stays_bounded() {
-        let mut c = FoundCache::default();
-        let put = |c: &mut FoundCache, key: String, id: i64| {
-            let (full, evictions) = (c.maps[1].len() >= FOUND_CACHE_ENTRIES, c.evictions);
-            c.insert(1, key.into(), Some(Hit { id, division: None }));
-            if full {
-                assert_eq!(c.evictions, evictions + 1);
-                let n = c.maps[1].len() - 1;
-                assert!(
-                    n > FOUND_CACHE_ENTRIES * 3 / 4 && n < FOUND_CACHE_ENTRIES * 15 / 16,
-                    "{n} kept"
-                );
-            }
-            assert!(c.maps[1].len() <= FOUND_CACHE_ENTRIES);
-        };
-        let n = 100_000;
-        let mut hits = 0;
-        for round in 0..3 {
-            for i in 0..n {
-                let key = format!("L{i:09}");
-                match c.maps[1].get(key.as_str()) {
-                    Some(Some(h)) => {
-                        assert_eq!(h.id, i);
-                        if round > 0 {
-                            hits += 1;
-                        }
-                    }
-                    _ => put(&mut c, key, i),
-                }
-            }
-        }
-        assert!(c.evictions > 2);
-        assert!(hits > n * 6 / 10, "{hits} hits in two rounds of {n}");
     }
 }
