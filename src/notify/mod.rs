@@ -169,12 +169,11 @@ pub async fn run(
 
 /// Tries every due row once, all at the same time, and returns (for `bulkload run`, which has
 /// no daemon: rows left pending are tried again by the next run, or by a daemon).
+/// The HTTP client is built only when a row is due: building it loads the system's root
+/// certificates, ~19M instructions that every pass paid (bench/README "Issue 10, fifth round").
 pub async fn deliver_due_once(cfg: &Config) {
-    let Ok(http) = webhook::client(cfg) else {
-        return;
-    };
     let cfg = Arc::new(cfg.clone());
-    let mut tries = tokio::task::JoinSet::new();
+    let mut due_rows = Vec::new();
     for env in &cfg.environments {
         if !store::is_current_env(&cfg, env) {
             continue;
@@ -194,10 +193,22 @@ pub async fn deliver_due_once(cfg: &Config) {
                 continue;
             }
         };
-        for d in due {
-            let (cfg, env, http) = (cfg.clone(), env.clone(), http.clone());
-            tries.spawn(async move { deliver(&cfg, &env, &http, d).await });
+        due_rows.extend(due.into_iter().map(|d| (env.clone(), d)));
+    }
+    if due_rows.is_empty() {
+        return;
+    }
+    let http = match webhook::client(&cfg) {
+        Ok(h) => h,
+        Err(e) => {
+            tracing::warn!(error = %e, "outbox: cannot build the HTTP client; rows stay due");
+            return;
         }
+    };
+    let mut tries = tokio::task::JoinSet::new();
+    for (env, d) in due_rows {
+        let (cfg, http) = (cfg.clone(), http.clone());
+        tries.spawn(async move { deliver(&cfg, &env, &http, d).await });
     }
     while tries.join_next().await.is_some() {}
 }

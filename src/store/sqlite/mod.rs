@@ -13,6 +13,7 @@ use std::path::Path;
 
 mod bound;
 use bound::Arg;
+mod emails;
 
 /// Process-wide SQLite settings, before the library's first use (later they cannot change, and
 /// this does nothing). Memory statistics off: with them on, every SQLite allocation takes a
@@ -228,6 +229,7 @@ impl Store for SqliteStore {
             problems: 0,
             stmts: Prepared::default(),
             hot: Prepared::default(),
+            emails: emails::EmailFilter::default(),
         };
         // Numbered per lender: one writer at a time (IMMEDIATE), so max + 1 is free; an API
         // load takes the number reserved at its submission (schema v5), and no load takes a
@@ -796,6 +798,9 @@ struct SqliteTx<'s> {
     stmts: Prepared<rusqlite::Statement<'s>>,
     /// The per-record writes and probes, bound without copies (`bound`), likewise.
     hot: Prepared<bound::BoundStmt<'s>>,
+    /// Email keys known free without a probe (`emails`): every write of `accounts.email_key`
+    /// notes its key there first (`note_email`).
+    emails: emails::EmailFilter,
 }
 
 /// A load's prepared statements of one kind, with their SQL texts built once per load (building
@@ -975,6 +980,7 @@ impl<'s> SqliteTx<'s> {
         vals: &[Value],
         tail: &str,
     ) -> Result<rusqlite::Result<usize>, StoreError> {
+        self.note_email(table, cols, vals)?;
         let n = vals.len() + 4;
         let (lender, id) = (self.lender, self.id);
         let st = self.hot(op, cols, || {
@@ -995,6 +1001,26 @@ impl<'s> SqliteTx<'s> {
             Arg::Int(id),
         ];
         Ok(st.execute(vals.iter().map(Arg::from).chain(tail)))
+    }
+    /// Tells the email filter of a write of `accounts.email_key` (the value `cols` names it
+    /// with), before the write runs.
+    fn note_email(
+        &mut self,
+        table: Table,
+        cols: &[&str],
+        vals: &[Value],
+    ) -> Result<(), StoreError> {
+        if table != Table::Accounts {
+            return Ok(());
+        }
+        if let Some(Value::Text(key)) = cols
+            .iter()
+            .position(|c| *c == "email_key")
+            .and_then(|i| vals.get(i))
+        {
+            self.emails.note(self.conn, key)?;
+        }
+        Ok(())
     }
     /// The hot statement for (op, cols), prepared on first use.
     fn hot(
@@ -1076,6 +1102,9 @@ impl LoadTx for SqliteTx<'_> {
         except: Option<RowId>,
         ignore_borrowers: bool,
     ) -> Result<bool, StoreError> {
+        if self.emails.surely_free(self.conn, email_key)? {
+            return Ok(false);
+        }
         let st = self.hot(OP_EMAIL, &[], || {
             "SELECT 1 FROM accounts WHERE email_key = ?1 AND id IS NOT ?2
              AND (?3 = 0 OR kind <> 'borrower') LIMIT 1"
@@ -1109,6 +1138,7 @@ impl LoadTx for SqliteTx<'_> {
         cols: &[&str],
         vals: &[Value],
     ) -> Result<Written, StoreError> {
+        self.note_email(table, cols, vals)?;
         let load = self.id;
         let st = self.hot(op(4, table as u8), cols, || {
             let mut sets: Vec<String> = cols.iter().map(|c| format!("{c} = ?")).collect();
@@ -1190,6 +1220,7 @@ impl LoadTx for SqliteTx<'_> {
         cols: &[&str],
         vals: &[Value],
     ) -> Result<bool, StoreError> {
+        self.note_email(table, cols, vals)?;
         let which =
             table as u8 | u8::from(kind.is_some()) << 2 | u8::from(email_key.is_some()) << 3;
         let (load, lender) = (self.id, self.lender);
