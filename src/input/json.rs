@@ -471,6 +471,10 @@ struct Window<R> {
     offset: u64,
     eof: bool,
     pending: Option<io::Error>,
+    /// `buf[..valid]` is valid UTF-8 ending on a character boundary: checked once per read, so
+    /// that an element inside it is parsed as a `str` (serde_json's slice reader checks each
+    /// string again: 7% of a loans file's parser thread, bench/README "Issue 10, fifth round").
+    valid: usize,
 }
 
 impl<R: Read> Window<R> {
@@ -482,6 +486,9 @@ impl<R: Read> Window<R> {
         self.offset += b as u64;
         self.buf.copy_within(b..self.len, 0);
         self.len -= b;
+        // `b` is a boundary between elements, inside what was checked; past it (never expected),
+        // nothing is taken as checked and the check starts over at 0.
+        self.valid = self.valid.saturating_sub(b);
         if self.eof {
             return false;
         }
@@ -504,7 +511,36 @@ impl<R: Read> Window<R> {
         if n == 0 {
             self.eof = true;
         }
+        self.valid += match std::str::from_utf8(&self.buf[self.valid..self.len]) {
+            Ok(s) => s.len(),
+            // Up to an invalid byte, or a character cut by the end of the read.
+            Err(e) => e.valid_up_to(),
+        };
         n > 0
+    }
+
+    /// The element at `i` (first byte, not whitespace) parsed from the checked text when it ends
+    /// there, else from the bytes as before: the same value and end either way (serde_json's
+    /// readers differ only in checking UTF-8), with `valid` only sparing the checks. The end is
+    /// `i` plus the returned offset.
+    fn parse_at(&self, i: usize) -> Option<(Result<Value, serde_json::Error>, usize)> {
+        // Not a UTF-8 continuation byte: `i` starts a character (as `str::is_char_boundary`).
+        if i < self.valid && (self.buf[i] as i8) >= -0x40 {
+            // SAFETY: `buf[..valid]` was checked by `str::from_utf8` and `i` starts a character
+            // in it, so `buf[i..valid]` is valid UTF-8 too.
+            let text = unsafe { std::str::from_utf8_unchecked(&self.buf[i..self.valid]) };
+            let mut values = serde_json::Deserializer::from_str(text).into_iter::<Value>();
+            if let Some(Ok(v)) = values.next() {
+                let e = values.byte_offset();
+                // Ending right at `valid` (a number, say) it might go on in the unchecked bytes.
+                if i + e < self.valid || self.valid == self.len {
+                    return Some((Ok(v), e));
+                }
+            }
+        }
+        let mut values = serde_json::Deserializer::from_slice(&self.buf[i..self.len]).into_iter();
+        let v = values.next()?;
+        Some((v, values.byte_offset()))
     }
 
     /// Hands the rest of the file, from buffer index `b` (a boundary at `stage`), to the
@@ -594,6 +630,7 @@ where
         offset: 0,
         eof: false,
         pending: None,
+        valid: 0,
     };
     let max_record = bounds.max_record_bytes;
     let mut stage = Stage::Before;
@@ -663,12 +700,10 @@ where
             continue;
         }
         if !more {
-            let slice = &w.buf[i..len];
-            let first = slice[0];
-            let mut values = serde_json::Deserializer::from_slice(slice).into_iter::<Value>();
-            match values.next() {
-                Some(Ok(v)) => {
-                    let e = i + values.byte_offset();
+            let first = w.buf[i];
+            match w.parse_at(i) {
+                Some((Ok(v), offset)) => {
+                    let e = i + offset;
                     if e == len && !w.eof {
                         more = true;
                     } else if (e + 1 - b) as u64 > max_record
@@ -698,7 +733,7 @@ where
                         continue;
                     }
                 }
-                Some(Err(err)) if err.is_eof() && !w.eof => more = true,
+                Some((Err(err), _)) if err.is_eof() && !w.eof => more = true,
                 _ => return w.resume(b, stage, index, bounds, progress, &mut on_element),
             }
         }
