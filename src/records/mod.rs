@@ -304,6 +304,11 @@ pub struct Record {
     pub kind: Kind,
     pub mode: Mode,
     slots: Vec<Slot>,
+    /// Bit i is set when slot i is `Slot::Set`: worked out once the record is valid, on the
+    /// parser's thread, so that a create binds its set fields without going over every field of
+    /// its type on the store's (`Writer::create_columns`: 7.6% of a loans file's store thread).
+    /// `None` for a type of more than 128 fields.
+    set_mask: Option<u128>,
 }
 
 impl Record {
@@ -509,6 +514,7 @@ pub fn validate(kind: Kind, element: Value, ctx: Option<Ctx<'_>>) -> Result<Reco
         kind,
         mode: mode.unwrap_or(Mode::Create),
         slots,
+        set_mask: None,
     };
 
     if spec.fields.iter().any(|f| f.name == "Email") {
@@ -530,6 +536,12 @@ pub fn validate(kind: Kind, element: Value, ctx: Option<Ctx<'_>>) -> Result<Reco
     }
 
     if problems.is_empty() && mode.is_some() {
+        record.set_mask = (record.slots.len() <= 128).then(|| {
+            let set = record.slots.iter().enumerate();
+            set.fold(0, |m, (i, s)| {
+                m | u128::from(matches!(s, Slot::Set(_))) << i
+            })
+        });
         Ok(record)
     } else {
         let identity = match mode {

@@ -176,29 +176,28 @@ impl Writer<'_> {
     /// most of its insert: bench/README.md "Issue 10: creates bind what they set"), while the
     /// load has used at most `CREATE_SHAPES` column sets; then every column, as one statement.
     pub fn create_columns<'r>(&mut self, r: &'r Record) -> (Vec<&'static str>, Vec<Value<'r>>) {
-        let mut mask: u128 = 0;
-        let mut fits = r.slots.len() <= 128;
-        if fits {
-            for (i, slot) in r.slots.iter().enumerate() {
-                if matches!(slot, Slot::Set(_)) {
-                    mask |= 1 << i;
-                }
-            }
-            fits = self.create_shapes.contains(&mask) || self.create_shapes.len() < CREATE_SHAPES;
-        }
-        if !fits {
+        let Some(mask) = r.set_mask else {
             return columns(r, false);
-        }
+        };
         if !self.create_shapes.contains(&mask) {
+            if self.create_shapes.len() >= CREATE_SHAPES {
+                return columns(r, false);
+            }
             self.create_shapes.push(mask);
         }
-        let n = r.kind.fields().len() + 4;
-        let mut cols = Vec::with_capacity(n);
-        let mut vals = Vec::with_capacity(n);
-        for (field, slot) in r.columns() {
-            if matches!(slot, Slot::Set(_)) {
-                cols.push(field.column);
-                vals.push(to_value(slot));
+        // The set fields, in the type's order (as `columns` gives them), from the mask's bits.
+        let fields = r.kind.fields();
+        let n = mask.count_ones() as usize + 4;
+        let (mut cols, mut vals) = (Vec::with_capacity(n), Vec::with_capacity(n));
+        let mut bits = mask;
+        while bits != 0 {
+            let i = bits.trailing_zeros() as usize;
+            bits &= bits - 1;
+            if let (Some(field), Some(slot)) = (fields.get(i), r.slots.get(i)) {
+                if !field.column.is_empty() {
+                    cols.push(field.column);
+                    vals.push(to_value(slot));
+                }
             }
         }
         (cols, vals)
