@@ -8,7 +8,9 @@
 //! Two parsers, one behaviour: a fast path reads the file in chunks and parses each element from
 //! a slice; the streaming parser (serde_json over the bytes one at a time) is the reference and
 //! takes over, at a boundary between elements, whenever the fast path is not certain (tests feed
-//! both malformed and mutated files and compare every value and message).
+//! both malformed and mutated files and compare every value and message). The fast path checks
+//! UTF-8 once per read and parses an element inside the checked text as a `str`
+//! (`Window::parse_at`, the reader's one `unsafe`).
 //! Must not: know about record types or the store.
 
 use serde::de::{self, Deserialize, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
