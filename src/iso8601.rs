@@ -208,7 +208,8 @@ pub fn format_utc(t: &DateTime<Utc>) -> String {
     ] {
         out[k] = c;
     }
-    out.iter().map(|&b| b as char).collect()
+    // All ASCII digits and separators: one copy (collecting it char by char was a third of it).
+    std::str::from_utf8(&out).unwrap_or_default().to_owned()
 }
 
 /// [`format_utc`] through chrono's format string, as it was written before; tests compare.
