@@ -239,25 +239,8 @@ fn one_statement_paths_keep_every_rule(backend: Backend) {
             {"Mode":"add","Loan_Number":"L1","Account_ExternalId":"E1","PositionName":"aea"}]"#,
     );
     home.run();
-    let by_name = |name: &str| -> serde_json::Value {
-        results_of(&home, "beta")
-            .into_iter()
-            .find(|r| r["PickupName"] == name)
-            .unwrap_or_else(|| panic!("no result for {name}"))
-    };
-    let problems = |r: &serde_json::Value| -> Vec<(i64, String)> {
-        r["Problems"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|p| {
-                (
-                    p["Index"].as_i64().unwrap(),
-                    p["Message"].as_str().unwrap().to_string(),
-                )
-            })
-            .collect()
-    };
+    let by_name = |name: &str| result_named(&home, name);
+    let problems = problems_of;
     let counts = |r: &serde_json::Value, keys: &[&str]| -> Vec<i64> {
         keys.iter().map(|k| r[*k].as_i64().unwrap()).collect()
     };
@@ -638,10 +621,7 @@ fn many_update_shapes_stay_correct_past_the_statement_bound(backend: Backend) {
     )
     .unwrap();
     home.run();
-    let r = results_of(&home, "beta")
-        .into_iter()
-        .find(|r| r["PickupName"] == "loans_2.json")
-        .unwrap();
+    let r = result_named(&home, "loans_2.json");
     assert_eq!(r["NumUpdateSuccess"], 300, "{r}");
     assert_eq!(r["Problems"], serde_json::json!([]), "{r}");
     // The stored loan, read from the store.
