@@ -87,17 +87,15 @@ impl FoundCache {
     /// already there, one too long to keep, or a division index past the entry's range is not
     /// kept (the store is asked again: the cache only saves work).
     pub(super) fn insert(&mut self, slot: usize, key: &str, hit: Option<Hit>) {
-        let (Ok(len), division) = (
-            u16::try_from(key.len()),
-            match hit {
-                None => NOT_FOUND,
-                Some(Hit { division: None, .. }) => NO_DIVISION,
-                Some(Hit {
-                    division: Some(d), ..
-                }) if d < NOT_FOUND => d,
-                Some(_) => return,
-            },
-        ) else {
+        let division = match hit {
+            None => NOT_FOUND,
+            Some(Hit { division: None, .. }) => NO_DIVISION,
+            Some(Hit {
+                division: Some(d), ..
+            }) if d < NOT_FOUND => d,
+            Some(_) => return,
+        };
+        let Ok(len) = u16::try_from(key.len()) else {
             return;
         };
         let hash = fnv(key.as_bytes());

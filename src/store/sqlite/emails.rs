@@ -54,7 +54,7 @@ impl EmailFilter {
             if self.off || self.probes < self.next_try.max(FIRST_TRY) {
                 return Ok(false);
             }
-            // An upper bound of the accounts (ids are never reused below the largest).
+            // An upper bound of the accounts' number (their ids are distinct positive integers).
             let rows: i64 =
                 conn.query_row("SELECT coalesce(max(id), 0) FROM accounts", [], |r| {
                     r.get(0)
