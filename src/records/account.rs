@@ -54,7 +54,7 @@ pub fn create(
     vals.push(key_value(email_key(r.slot("Email"))));
     let id = w.insert(r, Table::Accounts, &cols, &vals)?;
     if let Some(d) = divs {
-        w.set_divisions(Link::AccountDivisions, id, &d, false)?;
+        w.set_divisions(Link::AccountDivisions, id, d, false)?;
     }
     Ok(Outcome::Created)
 }
@@ -164,7 +164,7 @@ fn create_new(
         return Ok(None);
     };
     if let Some(d) = divs {
-        w.set_divisions(Link::AccountDivisions, id, &d, false)?;
+        w.set_divisions(Link::AccountDivisions, id, d, false)?;
     }
     Ok(Some(Outcome::Created))
 }

@@ -106,7 +106,7 @@ fn create(w: &mut Writer<'_>, r: &Record) -> Applied {
     cols.push("owner_account_id");
     vals.push(Value::Int(owner));
     let id = w.insert(r, Table::Brokers, &cols, &vals)?;
-    w.set_divisions(Link::BrokerDivisions, id, &divs, false)?;
+    w.set_divisions(Link::BrokerDivisions, id, divs, false)?;
     w.tx.link(
         Link::BrokerContacts,
         &[

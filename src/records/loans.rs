@@ -160,7 +160,7 @@ fn create(w: &mut Writer<'_>, r: &Record) -> Applied {
     // An upsert that creates takes the single division when none was given.
     let division = w.divisions_or_default(r, DIVISION)?;
     let (mut cols, mut vals) = w.create_columns(r);
-    let division = Value::Text(division.into_iter().next().unwrap_or_default().into());
+    let division = Value::Text(division.first().map_or("", String::as_str).into());
     match cols.iter().position(|c| *c == "division_thread_id") {
         Some(i) => vals[i] = division,
         None => {

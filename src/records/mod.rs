@@ -340,10 +340,11 @@ impl Record {
         }
     }
     /// The division ids a division field holds (one for a loan, a list otherwise), if any.
-    pub fn divisions(&self, name: &str) -> Option<Vec<String>> {
+    /// The division thread ids a field holds (one for a text field), borrowed.
+    pub fn divisions(&self, name: &str) -> Option<&[String]> {
         match self.slot(name) {
-            Slot::Set(Val::Str(s)) => Some(vec![s.clone()]),
-            Slot::Set(Val::List(v)) => Some(v.clone()),
+            Slot::Set(Val::Str(s)) => Some(std::slice::from_ref(s)),
+            Slot::Set(Val::List(v)) => Some(v),
             _ => None,
         }
     }
@@ -604,7 +605,7 @@ pub(crate) const DIVISION_REQUIRED: &str =
 fn division_rules(r: &mut Record, field: &'static str, ctx: Ctx<'_>, problems: &mut Problems) {
     let lender = ctx.lender;
     for id in r.divisions(field).unwrap_or_default() {
-        if lender.division(&id).is_none() {
+        if lender.division(id).is_none() {
             problems.at(
                 field,
                 Code::UnknownReference,
@@ -623,12 +624,12 @@ fn division_rules(r: &mut Record, field: &'static str, ctx: Ctx<'_>, problems: &
         true => Slot::Set(Val::List(vec![id])),
         false => Slot::Set(Val::Str(id)),
     };
-    let only = lender.only_division().map(|d| d.thread_id.clone());
+    let only = lender.only_division().map(|d| &d.thread_id);
     let absent = matches!(r.slot(field), Slot::Absent);
     let null = matches!(r.slot(field), Slot::Null);
     let create = r.mode == Mode::Create;
     match only {
-        Some(id) if null || (absent && create) => r.set(field, default(id)),
+        Some(id) if null || (absent && create) => r.set(field, default(id.clone())),
         None if absent && create => problems.at(field, Code::Required, DIVISION_REQUIRED),
         None if null => problems.at(
             field,

@@ -170,7 +170,7 @@ pub fn columns(r: &Record, only_supplied: bool) -> (Vec<&'static str>, Vec<Value
     (cols, vals)
 }
 
-impl Writer<'_> {
+impl<'a> Writer<'a> {
     /// The columns and values of a create: only the fields it sets (an absent or null field is
     /// the column's NULL either way, and binding a loan's ~80 columns for its ~12 set ones was
     /// most of its insert: bench/README.md "Issue 10: creates bind what they set"), while the
@@ -353,17 +353,23 @@ impl Writer<'_> {
         Ok(())
     }
 
-    /// The lender's division when it has exactly one.
-    pub fn default_division(&self) -> Option<String> {
-        self.lender.only_division().map(|d| d.thread_id.clone())
-    }
-
-    /// A record's divisions, or the single division by default (an upsert that creates).
-    pub fn divisions_or_default(&self, r: &Record, field: &str) -> Result<Vec<String>, ApplyError> {
-        match r
-            .divisions(field)
-            .or_else(|| self.default_division().map(|d| vec![d]))
-        {
+    /// A record's divisions, or the single division by default (an upsert that creates),
+    /// borrowed from the record or the lender (a copy of each per create was an allocation or
+    /// two on the store thread).
+    pub fn divisions_or_default<'r>(
+        &self,
+        r: &'r Record,
+        field: &str,
+    ) -> Result<&'r [String], ApplyError>
+    where
+        'a: 'r,
+    {
+        let lender: &'a Lender = self.lender;
+        match r.divisions(field).or_else(|| {
+            lender
+                .only_division()
+                .map(|d| std::slice::from_ref(&d.thread_id))
+        }) {
             Some(d) => Ok(d),
             None => reject(Problem::field(
                 field,
