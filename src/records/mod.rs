@@ -339,8 +339,8 @@ impl Record {
             _ => None,
         }
     }
-    /// The division ids a division field holds (one for a loan, a list otherwise), if any.
-    /// The division thread ids a field holds (one for a text field), borrowed.
+    /// The division thread ids a division field holds (one for a loan, a list otherwise), if
+    /// any, borrowed.
     pub fn divisions(&self, name: &str) -> Option<&[String]> {
         match self.slot(name) {
             Slot::Set(Val::Str(s)) => Some(std::slice::from_ref(s)),
