@@ -56,9 +56,10 @@ struct Entry {
     division: u16,
 }
 
-impl Named {
-    fn key(&self, e: &Entry) -> &[u8] {
-        &self.keys[e.at as usize..e.at as usize + usize::from(e.len)]
+impl Entry {
+    /// The entry's key in its map's arena.
+    fn key<'k>(&self, keys: &'k [u8]) -> &'k [u8] {
+        &keys[self.at as usize..self.at as usize + usize::from(self.len)]
     }
 }
 
@@ -69,7 +70,7 @@ impl FoundCache {
         let m = &self.maps[slot];
         let e = m
             .table
-            .find(fnv(key.as_bytes()), |e| m.key(e) == key.as_bytes())?;
+            .find(fnv(key.as_bytes()), |e| e.key(&m.keys) == key.as_bytes())?;
         Some(match e.division {
             NOT_FOUND => None,
             NO_DIVISION => Some(Hit {
@@ -99,14 +100,14 @@ impl FoundCache {
             return;
         };
         let hash = fnv(key.as_bytes());
-        if self.get(slot, key).is_some() {
+        let m = &self.maps[slot];
+        if m.table
+            .find(hash, |e| e.key(&m.keys) == key.as_bytes())
+            .is_some()
+        {
             return;
         }
-        let full = {
-            let m = &self.maps[slot];
-            m.table.len() >= MAX_ENTRIES || m.keys.len() + key.len() > MAX_KEY_BYTES
-        };
-        if full {
+        if m.table.len() >= MAX_ENTRIES || m.keys.len() + key.len() > MAX_KEY_BYTES {
             self.evict(slot);
         }
         let Named { table, keys } = &mut self.maps[slot];
@@ -121,9 +122,7 @@ impl FoundCache {
             division,
         };
         let arena: &[u8] = keys;
-        table.insert_unique(hash, entry, |e| {
-            fnv(&arena[e.at as usize..e.at as usize + usize::from(e.len)])
-        });
+        table.insert_unique(hash, entry, |e| fnv(e.key(arena)));
     }
 
     /// Makes room in a full map: drops the entries whose key, hashed with this eviction's number,
@@ -137,7 +136,7 @@ impl FoundCache {
         let old = std::mem::take(&mut m.keys);
         let mut kept = Vec::with_capacity(old.len());
         m.table.retain(|e| {
-            let key = &old[e.at as usize..e.at as usize + usize::from(e.len)];
+            let key = e.key(&old);
             let drop = (fnv(key) ^ salt).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 61 == 0;
             if !drop {
                 // The new arena is no longer than the old one, whose offsets fit in u32.
@@ -317,7 +316,7 @@ mod tests {
         let key = format!("{:0>200}", 59_999);
         assert_eq!(c.get(3, &key).map(|h| h.map(|h| h.id)), Some(Some(59_999)));
         for (i, e) in c.maps[3].table.iter().enumerate().take(1000) {
-            let k = std::str::from_utf8(c.maps[3].key(e)).unwrap();
+            let k = std::str::from_utf8(e.key(&c.maps[3].keys)).unwrap();
             assert_eq!(k.parse::<i64>().unwrap(), e.id, "entry {i}");
         }
     }
