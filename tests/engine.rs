@@ -240,7 +240,7 @@ fn one_statement_paths_keep_every_rule(backend: Backend) {
     );
     home.run();
     let by_name = |name: &str| result_named(&home, name);
-    let problems = problems_of;
+    let problems = result_problems;
     let counts = |r: &serde_json::Value, keys: &[&str]| -> Vec<i64> {
         keys.iter().map(|k| r[*k].as_i64().unwrap()).collect()
     };
@@ -665,26 +665,12 @@ fn many_update_shapes_stay_correct_past_the_statement_bound_postgres() {
     many_update_shapes_stay_correct_past_the_statement_bound(Backend::Postgres);
 }
 
-/// The result of `name` for lender beta, and its problems as (index, message).
+/// The result of `name` for lender beta.
 fn result_named(home: &Home, name: &str) -> serde_json::Value {
     results_of(home, "beta")
         .into_iter()
         .find(|r| r["PickupName"] == name)
         .unwrap_or_else(|| panic!("no result for {name}"))
-}
-
-fn problems_of(r: &serde_json::Value) -> Vec<(i64, String)> {
-    r["Problems"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| {
-            (
-                p["Index"].as_i64().unwrap(),
-                p["Message"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect()
 }
 
 /// SQLite answers most email probes of a long load from a filter of the keys in use
@@ -747,11 +733,11 @@ fn the_email_rule_holds_once_the_email_filter_answers(backend: Backend) {
 
     let r = result_named(&home, "employees_2.json");
     let shown = |r: &serde_json::Value| r["Email"].as_str().unwrap().to_string();
-    let want: Vec<(i64, String)> = taken
+    let want: Vec<(u64, String)> = taken
         .iter()
         .map(|(i, r)| {
             (
-                *i as i64,
+                *i as u64,
                 format!(
                     "Email: \"{}\" is already in use; account emails must be unique across the whole system.",
                     shown(r)
@@ -759,7 +745,7 @@ fn the_email_rule_holds_once_the_email_filter_answers(backend: Backend) {
             )
         })
         .collect();
-    assert_eq!(problems_of(&r), want, "{r}");
+    assert_eq!(result_problems(&r), want, "{r}");
     assert_eq!(r["NumCreateSuccess"], 3000 - 7, "{r}");
     assert_eq!(r["NumCreateFailure"], 5, "{r}");
     assert_eq!(r["NumUpdateFailure"], 2, "{r}");
@@ -768,7 +754,7 @@ fn the_email_rule_holds_once_the_email_filter_answers(backend: Backend) {
     let only_borrowers =
         "emails must be unique (only borrowers may share one, and only with other borrowers)";
     assert_eq!(
-        problems_of(&r),
+        result_problems(&r),
         [(
             1600,
             format!("Email: \"new5@x.test\" is already in use; {only_borrowers}.")

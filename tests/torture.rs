@@ -9,6 +9,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use common::result_problems;
 use serde_json::Value;
 
 mod common;
@@ -222,27 +223,13 @@ fn zero_counts(r: &Value) {
     }
 }
 
-fn problems(r: &Value) -> Vec<(u64, String)> {
-    r["Problems"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| {
-            (
-                p["Index"].as_u64().unwrap(),
-                p["Message"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect()
-}
-
 /// A file-level refusal: exact message, nothing applied, seed intact.
 fn refused(e: &Env, name: &str, bytes: &[u8], message: &str) {
     e.pickup(name, bytes);
     let r = e.pass(name);
     assert_eq!(error_message(&r), message, "{r}");
     zero_counts(&r);
-    assert!(problems(&r).is_empty());
+    assert!(result_problems(&r).is_empty());
     assert_eq!(e.accounts(), 3, "stored data lost after {name}");
 }
 
@@ -390,7 +377,7 @@ fn nul_bytes() {
     );
     let r = e.pass("borrowers_nul3.json");
     assert_eq!(
-        problems(&r),
+        result_problems(&r),
         vec![
             // Typed validation state: an invalid ExternalId is not also reported as missing.
             (0, "ExternalId: contains a NUL character.".to_string()),
@@ -425,7 +412,7 @@ fn numbers_out_of_range() {
     let r = e.pass("loans_range.json");
     assert_eq!(r["ErrorMessage"], Value::Null, "{r}");
     assert_eq!(
-        problems(&r),
+        result_problems(&r),
         vec![
             (
                 0,
@@ -462,7 +449,7 @@ fn duplicate_keys() {
     );
     let r = e.pass("borrowers_dup.json");
     assert_eq!(
-        problems(&r),
+        result_problems(&r),
         vec![
             (0, "ExternalId: supplied more than once (as \"ExternalId\" and \"EXTERNALID\"); which value is meant is unknown.".to_string()),
             (1, "Mode: supplied more than once (as \"Mode\" and \"Mode\"); which value is meant is unknown.".to_string()),
@@ -511,7 +498,7 @@ fn all_records_fail() {
     assert_eq!(r["NumUpdateFailure"], third(1) as u64);
     assert_eq!(r["NumCreateFailure"], third(2) as u64);
     assert_eq!(r["NumCreateSuccess"], 0);
-    let p = problems(&r);
+    let p = result_problems(&r);
     // create records carry two problems (missing ExternalId, bad email).
     assert_eq!(p.len(), third(0) + third(1) + 2 * third(2));
     assert_eq!(
@@ -719,7 +706,7 @@ fn huge_unknown_field_name() {
     let t = std::time::Instant::now();
     let r = e.pass("borrowers_key.json");
     assert!(t.elapsed().as_secs() < 20, "took {:?}", t.elapsed());
-    let p = problems(&r);
+    let p = result_problems(&r);
     assert_eq!(p.len(), 1, "{p:?}");
     assert!(p[0].1.len() < 300, "message of {} bytes", p[0].1.len());
     assert_eq!(r["NumCreateSuccess"], 1);

@@ -357,6 +357,21 @@ pub fn listing(data: &Path) -> String {
     out
 }
 
+/// A result file's problems as (record index, message), in order.
+pub fn result_problems(r: &serde_json::Value) -> Vec<(u64, String)> {
+    r["Problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["Index"].as_u64().unwrap(),
+                p["Message"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
 /// Every result file, normalised, keyed by lender/env/file name (raw), in name order.
 pub fn results(data: &Path) -> Vec<(String, serde_json::Value)> {
     let mut out = Vec::new();
